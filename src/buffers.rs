@@ -1,0 +1,154 @@
+//! Per-connection buffers that exist only while a connection is busy, and their pool.
+//!
+//! Owns [`Busy`] (the bytes a connection holds between reads: a partial request head, a partial
+//! frame header, a message being assembled, output not yet written) and the pool that recycles
+//! it. An idle connection owns no `Busy` at all, which is what keeps an idle open connection at
+//! a few dozen bytes. This module does not interpret any of the bytes it holds.
+
+use std::collections::VecDeque;
+
+use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::utf8::Utf8Validator;
+
+/// Buffers kept in the pool keep at most this much capacity each; larger ones are freed on
+/// return, so one 16 MiB message does not pin 16 MiB for the life of the process.
+const RETAIN_CAPACITY: usize = 256 * 1024;
+
+/// Where a frame whose payload spans several reads has got to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursor {
+    pub opcode: OpCode,
+    pub fin: bool,
+    pub remaining: u64,
+    pub mask: [u8; 4],
+    pub phase: u8,
+}
+
+/// Everything a connection holds while it has unfinished input or unwritten output.
+#[derive(Debug)]
+pub(crate) struct Busy {
+    /// Output accepted but not yet written: a ring, written with `writev` as two slices.
+    pub out: VecDeque<u8>,
+    /// A request head that arrived in pieces.
+    pub head: Vec<u8>,
+    /// The data message being assembled (fragments, or one frame split across reads).
+    pub message: Vec<u8>,
+    /// Text or Binary while a message is in progress.
+    pub message_kind: Option<OpCode>,
+    /// UTF-8 state of the text message in progress.
+    pub utf8: Utf8Validator,
+    /// The frame whose payload is still arriving.
+    pub cursor: Option<Cursor>,
+    /// A frame header that arrived in pieces.
+    pub header: [u8; MAX_HEADER_LEN],
+    pub header_len: u8,
+    /// A control frame's payload that arrived in pieces.
+    pub control: [u8; MAX_CONTROL_PAYLOAD],
+    pub control_len: u8,
+}
+
+impl Busy {
+    fn new() -> Self {
+        Busy {
+            out: VecDeque::new(),
+            head: Vec::new(),
+            message: Vec::new(),
+            message_kind: None,
+            utf8: Utf8Validator::new(),
+            cursor: None,
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            control: [0; MAX_CONTROL_PAYLOAD],
+            control_len: 0,
+        }
+    }
+
+    /// Nothing pending in either direction: the connection can give this back.
+    pub fn is_idle(&self) -> bool {
+        self.out.is_empty()
+            && self.head.is_empty()
+            && self.message_kind.is_none()
+            && self.cursor.is_none()
+            && self.header_len == 0
+    }
+
+    fn reset(&mut self) {
+        self.out.clear();
+        self.head.clear();
+        self.message.clear();
+        self.message_kind = None;
+        self.utf8.reset();
+        self.cursor = None;
+        self.header_len = 0;
+        self.control_len = 0;
+        if self.out.capacity() > RETAIN_CAPACITY {
+            self.out = VecDeque::new();
+        }
+        if self.message.capacity() > RETAIN_CAPACITY {
+            self.message = Vec::new();
+        }
+        if self.head.capacity() > RETAIN_CAPACITY {
+            self.head = Vec::new();
+        }
+    }
+}
+
+/// A free list of [`Busy`] boxes, so a connection that becomes busy and idle again on every
+/// message does not allocate each time.
+#[derive(Debug, Default)]
+pub(crate) struct BusyPool {
+    free: Vec<Box<Busy>>,
+}
+
+/// Free `Busy` boxes kept at most; beyond this they are freed.
+const POOL_LIMIT: usize = 1024;
+
+impl BusyPool {
+    pub fn take(&mut self) -> Box<Busy> {
+        self.free.pop().unwrap_or_else(|| Box::new(Busy::new()))
+    }
+
+    pub fn give(&mut self, mut busy: Box<Busy>) {
+        if self.free.len() < POOL_LIMIT {
+            busy.reset();
+            self.free.push(busy);
+        }
+    }
+}
+
+/// Drops the first `n` bytes of a ring buffer (bytes that were written).
+#[inline]
+pub(crate) fn consume_front(ring: &mut VecDeque<u8>, n: usize) {
+    if n >= ring.len() {
+        ring.clear();
+    } else {
+        ring.drain(..n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_recycles_and_trims_large_buffers() {
+        let mut pool = BusyPool::default();
+        let mut busy = pool.take();
+        busy.message.reserve(RETAIN_CAPACITY * 4);
+        busy.out.extend([1u8, 2, 3]);
+        assert!(!busy.is_idle());
+        pool.give(busy);
+        let busy = pool.take();
+        assert!(busy.is_idle());
+        assert!(busy.message.capacity() <= RETAIN_CAPACITY);
+    }
+
+    #[test]
+    fn consume_front_keeps_order() {
+        let mut ring: VecDeque<u8> = (0..10).collect();
+        consume_front(&mut ring, 3);
+        assert_eq!(ring.iter().copied().collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
+        consume_front(&mut ring, 100);
+        assert!(ring.is_empty());
+    }
+}

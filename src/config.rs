@@ -1,0 +1,173 @@
+//! Server configuration: every limit and timeout, with its default and what it bounds.
+//!
+//! Owns defaults and their consistency check. It does not parse the command line (that is the
+//! binary's job, in `main.rs`) and holds no runtime state.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings for one [`Server`](crate::Server). `Config::default()` is a sane production start.
+///
+/// Memory per connection is bounded by `max_request_head` during the handshake, then by
+/// `max_message_size` (the message being assembled) plus `max_backlog` (bytes accepted for
+/// sending but not yet written). An idle open connection owns none of these buffers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:9001`.
+    pub listen: SocketAddr,
+    /// Open connections (any state) at most; the listener stops accepting at the limit and
+    /// resumes when a slot frees. Default 16,384 (a process here may hold 20,000 files).
+    pub max_connections: usize,
+    /// Connections still in their HTTP handshake at most; new ones are refused (dropped) above
+    /// it, so a flood of silent sockets cannot take every slot. Default 1,024.
+    pub max_pending_handshakes: usize,
+    /// Largest request head (request line and headers) in bytes; larger gets `431`. Default 8 KiB.
+    pub max_request_head: usize,
+    /// Most request headers; more gets `431`. At most 128. Default 64.
+    pub max_headers: usize,
+    /// Largest frame payload; larger fails the connection with close 1009 before any of it is
+    /// buffered. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Largest message (all fragments together); larger fails with close 1009. Default 16 MiB.
+    pub max_message_size: usize,
+    /// Unwritten output above which the connection stops being read (backpressure) and `send`
+    /// reports [`SendStatus::Backpressure`](crate::SendStatus::Backpressure). Default 1 MiB.
+    pub backlog_high_water: usize,
+    /// Unwritten output below which a paused connection is read again and the handler's
+    /// `on_drain` runs. Default 256 KiB.
+    pub backlog_low_water: usize,
+    /// Unwritten output at which the connection is dropped instead of growing further.
+    /// Must leave room for an echo of a maximal message. Default 40 MiB.
+    pub max_backlog: usize,
+    /// Time allowed from accept to a complete request head. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Time without any input after which an open connection is pinged (with `auto_ping`) or
+    /// closed with 1001. `None` never times out. Default 120 s.
+    pub idle_timeout: Option<Duration>,
+    /// Send a ping at the idle timeout instead of closing; close only if the next timeout
+    /// passes with no input either. Default true.
+    pub auto_ping: bool,
+    /// Time a closing connection waits for the peer's close frame (or for its output to drain)
+    /// before the socket is dropped. Default 5 s.
+    pub close_timeout: Duration,
+    /// Subprotocols this server speaks, in no particular order; the first of the client's
+    /// offers found here is chosen. Empty: none is ever echoed.
+    pub subprotocols: Vec<String>,
+    /// Origins allowed to upgrade (exact `Origin` header values). Empty: every origin.
+    pub allowed_origins: Vec<String>,
+    /// Size of the reactor-wide read buffer. Default 64 KiB.
+    pub read_buffer_size: usize,
+    /// Interval of the handler's `on_tick` callback. `None`: never. Default `None`.
+    pub tick_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            max_connections: 16_384,
+            max_pending_handshakes: 1_024,
+            max_request_head: 8 * 1024,
+            max_headers: 64,
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            backlog_high_water: 1 << 20,
+            backlog_low_water: 256 << 10,
+            max_backlog: 40 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(120)),
+            auto_ping: true,
+            close_timeout: Duration::from_secs(5),
+            subprotocols: Vec::new(),
+            allowed_origins: Vec::new(),
+            read_buffer_size: 64 * 1024,
+            tick_interval: None,
+        }
+    }
+}
+
+/// Headers parsed per request at most, whatever `max_headers` says (the parser's stack array).
+pub const HEADER_ARRAY: usize = 128;
+
+impl Config {
+    /// Checks that the limits fit together; the server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.max_connections == 0 {
+            problems.push("max_connections must be at least 1".to_string());
+        }
+        if self.max_headers == 0 || self.max_headers > HEADER_ARRAY {
+            problems.push(format!("max_headers must be 1..={HEADER_ARRAY}"));
+        }
+        if self.max_request_head < 64 {
+            problems.push("max_request_head must be at least 64 bytes".to_string());
+        }
+        if self.max_frame_size > self.max_message_size {
+            problems.push("max_frame_size must not exceed max_message_size".to_string());
+        }
+        if self.backlog_low_water > self.backlog_high_water {
+            problems.push("backlog_low_water must not exceed backlog_high_water".to_string());
+        }
+        if self.max_backlog < self.backlog_high_water
+            || self.max_backlog < self.max_message_size + crate::frame::MAX_HEADER_LEN
+        {
+            problems.push(
+                "max_backlog must be at least backlog_high_water and max_message_size + 14"
+                    .to_string(),
+            );
+        }
+        if self.read_buffer_size < 1024 {
+            problems.push("read_buffer_size must be at least 1 KiB".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Timer resolution: a quarter of the shortest timeout, between 10 ms and 1 s, so a
+    /// deadline fires at most 25% late while the sweep stays rare.
+    pub(crate) fn timer_tick(&self) -> Duration {
+        let mut shortest = self.handshake_timeout.min(self.close_timeout);
+        if let Some(idle) = self.idle_timeout {
+            shortest = shortest.min(idle);
+        }
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_consistent() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn inconsistent_limits_are_refused() {
+        let config = Config {
+            max_backlog: 1024,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+        let config = Config {
+            max_frame_size: 2 << 20,
+            max_message_size: 1 << 20,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn timer_tick_follows_the_shortest_timeout() {
+        let config = Config {
+            handshake_timeout: Duration::from_millis(200),
+            ..Config::default()
+        };
+        assert_eq!(config.timer_tick(), Duration::from_millis(50));
+        assert_eq!(Config::default().timer_tick(), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,939 @@
+//! One connection's state machine: HTTP handshake → open → closing → closed, sans-IO.
+//!
+//! Owns the protocol rules for one peer. It is fed bytes that were read and the current time;
+//! it answers with bytes to write (in its out buffer), calls to the handler, and its next
+//! deadline. It never reads a clock or touches a socket: the reactor does both, and tests drive
+//! it directly in memory.
+//!
+//! Complete frames are unmasked and delivered in place, in the caller's buffer. Only what
+//! straddles a read boundary is kept: a partial header (≤ 14 bytes), a control payload
+//! (≤ 125 bytes), or a data payload, streamed into the message buffer as it arrives (unmasked
+//! and UTF-8-checked on the way, so invalid text fails before the frame is complete).
+
+use crate::buffers::{Busy, BusyPool, Cursor};
+use crate::config::{Config, HEADER_ARRAY};
+use crate::frame::{self, close_code, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::handler::{ConnId, Handler, Message, SendStatus};
+use crate::handshake::{self, Refusal, Request, Verdict};
+use crate::http;
+use crate::mask::apply_mask;
+use crate::stats::Stats;
+use crate::utf8;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Reading HTTP request heads (an upgrade, or plain requests on a keep-alive connection).
+    Handshake,
+    /// WebSocket open in both directions.
+    Open,
+    /// We sent a close frame; reading on until the peer's close (data is discarded).
+    Closing,
+    /// Nothing more is read; the socket is dropped once the output is written.
+    Closed,
+}
+
+/// We pinged at the idle timeout and no input has come since.
+const PING_SENT: u8 = 1;
+/// Output is over the high-water mark: the reactor must not read this connection.
+const READ_PAUSED: u8 = 2;
+/// The handler saw `on_open` and is owed exactly one `on_close`.
+const OPENED: u8 = 4;
+/// Drop the socket now, even with output pending.
+const ABORT: u8 = 8;
+/// The byte stream can no longer be parsed: ignore all input until EOF or the timeout.
+const DISCARD_INPUT: u8 = 16;
+
+/// Payloads at least this large that are still arriving are read straight into the message
+/// buffer by the reactor, instead of through the shared read buffer.
+pub(crate) const DIRECT_READ_MIN: u64 = 16 * 1024;
+
+/// A WebSocket connection's protocol state. Idle, it is a few words: every buffer lives in an
+/// optional [`Busy`] taken from a pool only while something is pending.
+#[derive(Debug)]
+pub struct Connection {
+    busy: Option<Box<Busy>>,
+    /// Milliseconds since the reactor's start at which `on_timeout` is due; 0 for none.
+    deadline: u64,
+    state: State,
+    flags: u8,
+}
+
+/// What the connection borrows from its owner for one call.
+pub(crate) struct Env<'a, H> {
+    pub handler: &'a mut H,
+    pub config: &'a Config,
+    pub pool: &'a mut BusyPool,
+    pub stats: &'a mut Stats,
+    /// Milliseconds since the reactor started.
+    pub now: u64,
+    pub id: ConnId,
+}
+
+impl Connection {
+    /// A freshly accepted connection, waiting for its request head.
+    pub(crate) fn new(now: u64, config: &Config) -> Self {
+        Connection {
+            busy: None,
+            deadline: now + ms(config.handshake_timeout),
+            state: State::Handshake,
+            flags: 0,
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> u64 {
+        self.deadline
+    }
+
+    /// The reactor must not read while output is backed up (or once nothing more is read).
+    pub(crate) fn wants_read(&self) -> bool {
+        self.flags & READ_PAUSED == 0 && self.state != State::Closed
+    }
+
+    /// Finished: the socket can be dropped.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Closed && (self.flags & ABORT != 0 || self.pending_output() == 0)
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.state == State::Handshake
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Bytes accepted for sending and not yet written.
+    pub(crate) fn pending_output(&self) -> usize {
+        self.busy.as_ref().map_or(0, |b| b.out.len())
+    }
+
+    /// The unwritten output as (at most) two slices, for `writev`.
+    pub(crate) fn output(&self) -> (&[u8], &[u8]) {
+        match &self.busy {
+            Some(busy) => busy.out.as_slices(),
+            None => (&[], &[]),
+        }
+    }
+
+    /// Records that `n` bytes of output were written. Resumes reading below the low-water mark
+    /// (calling the handler's `on_drain`); returns true when reading resumed.
+    pub(crate) fn wrote<H: Handler>(&mut self, n: usize, env: &mut Env<'_, H>) -> bool {
+        if let Some(busy) = self.busy.as_mut() {
+            crate::buffers::consume_front(&mut busy.out, n);
+        }
+        let mut resumed = false;
+        if self.flags & READ_PAUSED != 0 && self.pending_output() <= env.config.backlog_low_water
+        {
+            self.flags &= !READ_PAUSED;
+            resumed = true;
+            if self.state == State::Open {
+                self.call(env, |handler, conn| handler.on_drain(conn));
+            }
+        }
+        self.release_if_idle(env.pool);
+        resumed
+    }
+
+    /// Feeds bytes read from the socket. `input` is scratch space: frames are unmasked in it.
+    pub(crate) fn handle_input<H: Handler>(&mut self, input: &mut [u8], env: &mut Env<'_, H>) {
+        env.stats.bytes_in += input.len() as u64;
+        match self.state {
+            State::Handshake => self.handshake_input(input, env),
+            State::Open | State::Closing => self.frame_input(input, env),
+            State::Closed => {}
+        }
+        self.release_if_idle(env.pool);
+    }
+
+    /// The peer closed its side of the TCP connection.
+    pub(crate) fn handle_eof<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        self.notify_closed(close_code::ABNORMAL, "", env);
+        if self.state != State::Closed {
+            // Write what is pending (a half-closed peer may still read), bounded by the timeout.
+            self.state = State::Closed;
+            self.deadline = env.now + ms(env.config.close_timeout);
+        }
+    }
+
+    /// The socket failed or is being dropped: nothing more will be written.
+    pub(crate) fn abort<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        self.notify_closed(close_code::ABNORMAL, "", env);
+        self.state = State::Closed;
+        self.flags |= ABORT;
+    }
+
+    /// Gives back any buffers; the connection is about to be dropped.
+    pub(crate) fn release(&mut self, pool: &mut BusyPool) {
+        if let Some(busy) = self.busy.take() {
+            pool.give(busy);
+        }
+    }
+
+    /// The deadline passed: handshake, idle or close timeout, depending on the state.
+    pub(crate) fn handle_timeout<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        match self.state {
+            State::Open if env.config.auto_ping && self.flags & PING_SENT == 0 => {
+                self.flags |= PING_SENT;
+                let _ = self.send_frame(OpCode::Ping, &[], env.pool, env.config, env.stats);
+                self.deadline = env.now + env.config.idle_timeout.map_or(0, ms);
+            }
+            State::Open => {
+                self.start_close(close_code::GOING_AWAY, "idle timeout", env);
+            }
+            State::Handshake | State::Closing | State::Closed => {
+                self.abort(env);
+            }
+        }
+    }
+
+    /// Starts the closing handshake from our side (shutdown, idle timeout, the handler).
+    pub(crate) fn start_close<H: Handler>(&mut self, code: u16, reason: &str, env: &mut Env<'_, H>) {
+        match self.state {
+            State::Open => {
+                self.send_close(code, reason, env.pool, env.config);
+                self.deadline = env.now + ms(env.config.close_timeout);
+                self.notify_closed(code, reason, env);
+            }
+            State::Handshake => self.abort(env),
+            State::Closing | State::Closed => {}
+        }
+    }
+
+    // ---- handshake -------------------------------------------------------------------------
+
+    fn handshake_input<H: Handler>(&mut self, input: &mut [u8], env: &mut Env<'_, H>) {
+        let buffered = self.busy.as_ref().is_some_and(|b| !b.head.is_empty());
+        if !buffered {
+            // Common case: the whole head arrived in one read; parse it where it lies.
+            match self.try_head(input, env) {
+                Some(used) => self.after_head(&mut input[used..], env),
+                None if self.state == State::Handshake => {
+                    self.busy_mut(env.pool).head.extend_from_slice(input);
+                }
+                None => {}
+            }
+            return;
+        }
+        let busy = self.busy_mut(env.pool);
+        busy.head.extend_from_slice(input);
+        // A head ends with an empty line: only a new line feed can complete it (and a trickled
+        // head is then not re-parsed on every byte).
+        if !input.contains(&b'\n') && busy.head.len() < env.config.max_request_head {
+            return;
+        }
+        let mut head = std::mem::take(&mut busy.head);
+        if let Some(used) = self.try_head(&head, env) {
+            self.after_head(&mut head[used..], env);
+            head.clear();
+        }
+        if self.state == State::Handshake {
+            if let Some(busy) = self.busy.as_mut() {
+                if busy.head.is_empty() {
+                    busy.head = head;
+                }
+            }
+        }
+    }
+
+    /// Bytes that followed a complete head: the next request, or the first frames.
+    fn after_head<H: Handler>(&mut self, rest: &mut [u8], env: &mut Env<'_, H>) {
+        if rest.is_empty() {
+            return;
+        }
+        match self.state {
+            State::Open => self.frame_input(rest, env),
+            State::Handshake => {
+                // Pipelined HTTP requests: keep the rest as the start of the next head.
+                let mut next = rest.to_vec();
+                self.handshake_input(&mut next, env);
+            }
+            State::Closing | State::Closed => {}
+        }
+    }
+
+    /// Parses and answers one request head if `buf` holds a complete one; returns its length.
+    fn try_head<H: Handler>(&mut self, buf: &[u8], env: &mut Env<'_, H>) -> Option<usize> {
+        let mut headers = [httparse::EMPTY_HEADER; HEADER_ARRAY];
+        let limit = env.config.max_headers.min(HEADER_ARRAY);
+        let (used, parsed) =
+            match handshake::parse_head(buf, &mut headers[..limit], env.config.max_request_head) {
+                Ok(Some(done)) => done,
+                Ok(None) => return None,
+                Err(refusal) => {
+                    self.refuse(refusal, env);
+                    return None;
+                }
+            };
+        let verdict = handshake::evaluate(&parsed, env.config);
+        let request = Request {
+            method: parsed.method.unwrap_or(""),
+            path: parsed.path.unwrap_or(""),
+            minor_version: parsed.version.unwrap_or(0),
+            headers: parsed.headers,
+            subprotocol: match verdict {
+                Verdict::Upgrade { subprotocol, .. } => subprotocol,
+                _ => None,
+            },
+        };
+        match verdict {
+            Verdict::Refuse(refusal) => self.refuse(refusal, env),
+            Verdict::Http => self.answer_http(&request, env),
+            Verdict::Upgrade {
+                accept,
+                subprotocol,
+            } => {
+                if !env.handler.accept(&request) {
+                    self.refuse(Refusal::Forbidden, env);
+                    return Some(used);
+                }
+                handshake::write_switching_protocols(
+                    &mut self.busy_mut(env.pool).out,
+                    &accept,
+                    subprotocol,
+                );
+                self.state = State::Open;
+                self.flags |= OPENED;
+                self.deadline = env.config.idle_timeout.map_or(0, |t| env.now + ms(t));
+                env.stats.opened += 1;
+                self.call(env, |handler, conn| handler.on_open(conn, &request));
+            }
+        }
+        Some(used)
+    }
+
+    fn answer_http<H: Handler>(&mut self, request: &Request<'_>, env: &mut Env<'_, H>) {
+        let response = env.handler.on_http(request);
+        // A request body is not read by this server: close after answering one that has it.
+        let has_body = request.header("transfer-encoding").is_some()
+            || request
+                .header("content-length")
+                .is_some_and(|v| v.trim_ascii() != b"0");
+        let keep_alive = !request.wants_close() && !has_body;
+        http::write_handler_response(
+            &mut self.busy_mut(env.pool).out,
+            &response,
+            request.method == "HEAD",
+            keep_alive,
+        );
+        env.stats.http_requests += 1;
+        if keep_alive {
+            self.deadline = env.now + ms(env.config.handshake_timeout);
+        } else {
+            self.close_after_output(env);
+        }
+    }
+
+    fn refuse<H: Handler>(&mut self, refusal: Refusal, env: &mut Env<'_, H>) {
+        handshake::write_refusal(&mut self.busy_mut(env.pool).out, refusal);
+        env.stats.refused += 1;
+        self.close_after_output(env);
+    }
+
+    fn close_after_output<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        self.state = State::Closed;
+        self.deadline = env.now + ms(env.config.close_timeout);
+        if let Some(busy) = self.busy.as_mut() {
+            busy.head.clear();
+        }
+    }
+
+    // ---- frames ----------------------------------------------------------------------------
+
+    fn frame_input<H: Handler>(&mut self, mut input: &mut [u8], env: &mut Env<'_, H>) {
+        if self.state == State::Open {
+            self.flags &= !PING_SENT;
+            if let Some(idle) = env.config.idle_timeout {
+                self.deadline = env.now + ms(idle);
+            }
+        }
+        while !input.is_empty() && self.reads_frames() {
+            let used = if self.busy.as_ref().is_some_and(|b| b.cursor.is_some()) {
+                self.continue_payload(input, env)
+            } else if self.busy.as_ref().is_some_and(|b| b.header_len > 0) {
+                self.complete_header(input, env)
+            } else {
+                match frame::decode_header(input) {
+                    Err(frame::HeaderError::LengthTooLarge) => {
+                        self.fail_unsynced(env);
+                        return;
+                    }
+                    Ok(None) => {
+                        let busy = self.busy_mut(env.pool);
+                        busy.header[..input.len()].copy_from_slice(input);
+                        busy.header_len = input.len() as u8;
+                        return;
+                    }
+                    Ok(Some(header)) => {
+                        let Some(opcode) = self.check_header(&header, env) else {
+                            // Failed: its payload (if any) is skipped by a cursor.
+                            input = &mut input[header.header_len..];
+                            continue;
+                        };
+                        let total = header.header_len as u64 + header.payload_len;
+                        if input.len() as u64 >= total {
+                            let payload = &mut input[header.header_len..total as usize];
+                            apply_mask(payload, header.mask.unwrap_or_default(), 0);
+                            self.complete_frame(opcode, header.fin, payload, env);
+                            total as usize
+                        } else {
+                            self.begin_payload(opcode, &header, env);
+                            header.header_len
+                        }
+                    }
+                }
+            };
+            input = &mut input[used..];
+        }
+    }
+
+    fn reads_frames(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing) && self.flags & DISCARD_INPUT == 0
+    }
+
+    /// Completes a header that began in an earlier read; returns the bytes of `input` used.
+    fn complete_header<H: Handler>(&mut self, input: &[u8], env: &mut Env<'_, H>) -> usize {
+        let busy = self.busy_mut(env.pool);
+        let have = busy.header_len as usize;
+        let mut used = 0;
+        if have < 2 {
+            used = (2 - have).min(input.len());
+            busy.header[have..have + used].copy_from_slice(&input[..used]);
+        }
+        let have = have + used;
+        if have < 2 {
+            busy.header_len = have as u8;
+            return used;
+        }
+        let need = frame::header_len(busy.header[1]);
+        let more = (need - have).min(input.len() - used);
+        busy.header[have..have + more].copy_from_slice(&input[used..used + more]);
+        used += more;
+        busy.header_len = (have + more) as u8;
+        if (busy.header_len as usize) < need {
+            return used;
+        }
+        let bytes = busy.header;
+        busy.header_len = 0;
+        match frame::decode_header(&bytes[..need]) {
+            Ok(Some(header)) => {
+                if let Some(opcode) = self.check_header(&header, env) {
+                    self.begin_payload(opcode, &header, env);
+                }
+            }
+            Ok(None) => debug_assert!(false, "a full header decodes"),
+            Err(frame::HeaderError::LengthTooLarge) => self.fail_unsynced(env),
+        }
+        used
+    }
+
+    /// RFC 6455 §5 checks on a header. Fails the connection and returns `None` on a violation.
+    fn check_header<H: Handler>(
+        &mut self,
+        header: &frame::FrameHeader,
+        env: &mut Env<'_, H>,
+    ) -> Option<OpCode> {
+        use close_code::{PROTOCOL_ERROR, TOO_BIG};
+        let violation = 'check: {
+            if header.rsv != 0 {
+                break 'check Some((PROTOCOL_ERROR, "reserved bits set"));
+            }
+            let Some(opcode) = OpCode::from_u8(header.opcode) else {
+                break 'check Some((PROTOCOL_ERROR, "reserved opcode"));
+            };
+            if header.mask.is_none() {
+                break 'check Some((PROTOCOL_ERROR, "client frames must be masked"));
+            }
+            if opcode.is_control() {
+                if !header.fin || header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                    break 'check Some((PROTOCOL_ERROR, "control frames must be whole and short"));
+                }
+                return Some(opcode);
+            }
+            if self.state == State::Closing {
+                return Some(opcode); // discarded anyway
+            }
+            let (in_progress, assembled) = self
+                .busy
+                .as_ref()
+                .map_or((false, 0), |b| (b.message_kind.is_some(), b.message.len()));
+            if opcode == OpCode::Continuation && !in_progress {
+                break 'check Some((PROTOCOL_ERROR, "continuation without a message"));
+            }
+            if opcode != OpCode::Continuation && in_progress {
+                break 'check Some((PROTOCOL_ERROR, "new message inside a fragmented one"));
+            }
+            if header.payload_len > env.config.max_frame_size as u64 {
+                break 'check Some((TOO_BIG, "frame too big"));
+            }
+            if assembled as u64 + header.payload_len > env.config.max_message_size as u64 {
+                break 'check Some((TOO_BIG, "message too big"));
+            }
+            return Some(opcode);
+        };
+        if let Some((code, reason)) = violation {
+            self.fail(code, reason, env);
+            if header.opcode == OpCode::Close as u8 {
+                // A malformed close is still the peer closing: no second close will come.
+                self.state = State::Closed;
+            } else if self.reads_frames() && header.payload_len > 0 {
+                // The header was parsed, so its payload can be skipped and the stream stays
+                // in sync: the peer's close that should follow is still seen.
+                self.busy_mut(env.pool).cursor = Some(Cursor {
+                    opcode: OpCode::Binary,
+                    fin: false,
+                    remaining: header.payload_len,
+                    mask: [0; 4],
+                    phase: 0,
+                });
+            }
+        }
+        None
+    }
+
+    /// A frame whose payload is still arriving: remember where it is.
+    fn begin_payload<H: Handler>(
+        &mut self,
+        opcode: OpCode,
+        header: &frame::FrameHeader,
+        env: &mut Env<'_, H>,
+    ) {
+        let closing = self.state == State::Closing;
+        let busy = self.busy_mut(env.pool);
+        if !opcode.is_control() && !closing && opcode != OpCode::Continuation {
+            busy.message_kind = Some(opcode);
+            busy.utf8.reset();
+            busy.message.clear();
+        }
+        if !opcode.is_control() && !closing {
+            // Bounded by max_frame_size, checked above. Capacity that is never written to
+            // costs address space, not memory.
+            busy.message.reserve(header.payload_len as usize);
+        }
+        busy.control_len = 0;
+        busy.cursor = Some(Cursor {
+            opcode,
+            fin: header.fin,
+            remaining: header.payload_len,
+            mask: header.mask.unwrap_or_default(),
+            phase: 0,
+        });
+        if header.payload_len == 0 {
+            self.finish_payload(env);
+        }
+    }
+
+    /// Takes the next bytes of a frame in progress from `input`; returns how many it used.
+    fn continue_payload<H: Handler>(&mut self, input: &mut [u8], env: &mut Env<'_, H>) -> usize {
+        let closing = self.state == State::Closing;
+        let busy = self.busy_mut(env.pool);
+        let Some(mut cursor) = busy.cursor else {
+            return 0;
+        };
+        let take = cursor.remaining.min(input.len() as u64) as usize;
+        let chunk = &mut input[..take];
+        cursor.phase = apply_mask(chunk, cursor.mask, cursor.phase as usize) as u8;
+        cursor.remaining -= take as u64;
+        busy.cursor = Some(cursor);
+        let mut bad_text = false;
+        if cursor.opcode.is_control() {
+            let at = busy.control_len as usize;
+            busy.control[at..at + take].copy_from_slice(chunk);
+            busy.control_len += take as u8;
+        } else if !closing {
+            if busy.message_kind == Some(OpCode::Text) {
+                bad_text = busy.utf8.feed(chunk).is_err();
+            }
+            busy.message.extend_from_slice(chunk);
+        }
+        if bad_text {
+            self.fail_bad_text(env);
+        } else if cursor.remaining == 0 {
+            self.finish_payload(env);
+        }
+        take
+    }
+
+    /// Where the reactor may read the rest of a large frame in progress directly: the message
+    /// buffer and how many bytes the frame still needs.
+    pub(crate) fn direct_read_target(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        if self.state != State::Open || self.flags & (DISCARD_INPUT | READ_PAUSED) != 0 {
+            return None;
+        }
+        let busy = self.busy.as_mut()?;
+        let cursor = busy.cursor?;
+        if cursor.opcode.is_control() || cursor.remaining < DIRECT_READ_MIN {
+            return None;
+        }
+        let room = cursor.remaining.min(usize::MAX as u64) as usize;
+        Some((&mut busy.message, room))
+    }
+
+    /// The reactor appended `n` bytes read from the socket to the message buffer (see
+    /// [`direct_read_target`](Self::direct_read_target)): unmask and check them in place.
+    pub(crate) fn handle_direct_input<H: Handler>(&mut self, n: usize, env: &mut Env<'_, H>) {
+        env.stats.bytes_in += n as u64;
+        if let Some(idle) = env.config.idle_timeout {
+            self.deadline = env.now + ms(idle);
+        }
+        self.flags &= !PING_SENT;
+        let busy = self.busy_mut(env.pool);
+        let Some(mut cursor) = busy.cursor else {
+            return;
+        };
+        let start = busy.message.len() - n;
+        let chunk = &mut busy.message[start..];
+        cursor.phase = apply_mask(chunk, cursor.mask, cursor.phase as usize) as u8;
+        cursor.remaining -= n as u64;
+        busy.cursor = Some(cursor);
+        if busy.message_kind == Some(OpCode::Text) && busy.utf8.feed(&busy.message[start..]).is_err()
+        {
+            self.fail_bad_text(env);
+        } else if cursor.remaining == 0 {
+            self.finish_payload(env);
+        }
+    }
+
+    /// The frame in progress has all its payload.
+    fn finish_payload<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        let busy = self.busy_mut(env.pool);
+        let Some(cursor) = busy.cursor.take() else {
+            return;
+        };
+        if cursor.opcode.is_control() {
+            let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+            let len = busy.control_len as usize;
+            payload[..len].copy_from_slice(&busy.control[..len]);
+            busy.control_len = 0;
+            self.control_frame(cursor.opcode, &payload[..len], env);
+        } else if cursor.fin && self.state == State::Open {
+            self.deliver_assembled(env);
+        }
+    }
+
+    /// A whole frame, unmasked, in the caller's buffer.
+    fn complete_frame<H: Handler>(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &mut [u8],
+        env: &mut Env<'_, H>,
+    ) {
+        if opcode.is_control() {
+            self.control_frame(opcode, payload, env);
+            return;
+        }
+        if self.state != State::Open {
+            return; // closing: data is discarded
+        }
+        if fin && opcode != OpCode::Continuation {
+            // A whole message in one frame: hand the handler a borrowed slice, no copy.
+            env.stats.messages_in += 1;
+            let message = if opcode == OpCode::Text {
+                match utf8::validate(payload) {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => return self.fail_bad_text(env),
+                }
+            } else {
+                Message::Binary(payload)
+            };
+            self.call(env, |handler, conn| handler.on_message(conn, message));
+            return;
+        }
+        let busy = self.busy_mut(env.pool);
+        if opcode != OpCode::Continuation {
+            busy.message_kind = Some(opcode);
+            busy.utf8.reset();
+            busy.message.clear();
+        }
+        if busy.message_kind == Some(OpCode::Text) && busy.utf8.feed(payload).is_err() {
+            self.fail_bad_text(env);
+            return;
+        }
+        busy.message.extend_from_slice(payload);
+        if fin {
+            self.deliver_assembled(env);
+        }
+    }
+
+    /// Hands the handler the message assembled in the message buffer.
+    fn deliver_assembled<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        let busy = self.busy_mut(env.pool);
+        let Some(kind) = busy.message_kind.take() else {
+            return;
+        };
+        if kind == OpCode::Text && busy.utf8.finish().is_err() {
+            self.fail_bad_text(env);
+            return;
+        }
+        let mut message = std::mem::take(&mut busy.message);
+        env.stats.messages_in += 1;
+        let msg = if kind == OpCode::Text {
+            // SAFETY: every byte of this message went through `Utf8Validator::feed`, which
+            // accepted it, and `finish` confirmed no code point was left unfinished.
+            Message::Text(unsafe { std::str::from_utf8_unchecked(&message) })
+        } else {
+            Message::Binary(&message)
+        };
+        self.call(env, |handler, conn| handler.on_message(conn, msg));
+        message.clear();
+        if let Some(busy) = self.busy.as_mut() {
+            busy.message = message;
+        } else {
+            let mut busy = env.pool.take();
+            busy.message = message;
+            self.busy = Some(busy);
+        }
+    }
+
+    fn control_frame<H: Handler>(&mut self, opcode: OpCode, payload: &[u8], env: &mut Env<'_, H>) {
+        match opcode {
+            OpCode::Ping => {
+                if self.state == State::Open {
+                    let _ = self.send_frame(OpCode::Pong, payload, env.pool, env.config, env.stats);
+                }
+            }
+            OpCode::Pong => {}
+            OpCode::Close => self.close_frame(payload, env),
+            _ => {}
+        }
+    }
+
+    /// The peer's close frame: check it, answer it, and finish.
+    fn close_frame<H: Handler>(&mut self, payload: &[u8], env: &mut Env<'_, H>) {
+        let parsed = match payload {
+            [] => Ok((close_code::NO_STATUS, "")),
+            [_] => Err((close_code::PROTOCOL_ERROR, "close payload of one byte")),
+            [hi, lo, reason @ ..] => {
+                let code = u16::from_be_bytes([*hi, *lo]);
+                if !frame::is_valid_close_code(code) {
+                    Err((close_code::PROTOCOL_ERROR, "invalid close code"))
+                } else {
+                    utf8::validate(reason)
+                        .map(|reason| (code, reason))
+                        .map_err(|_| (close_code::INVALID_PAYLOAD, "invalid UTF-8 in close reason"))
+                }
+            }
+        };
+        let (code, reason) = match parsed {
+            Ok(close) => close,
+            Err((code, reason)) => {
+                // The peer has closed, badly: answer with the error, then close the TCP side
+                // ourselves rather than wait for a second close.
+                self.fail(code, reason, env);
+                self.state = State::Closed;
+                return;
+            }
+        };
+        if self.state == State::Open {
+            // Echo the peer's code; an empty close is answered with an empty close.
+            let echo: &[u8] = if code == close_code::NO_STATUS {
+                &[]
+            } else {
+                &payload[..2]
+            };
+            self.queue_frame(OpCode::Close, echo, env.pool);
+        }
+        self.notify_closed(code, reason, env);
+        // The server closes the TCP connection first, once the reply is written.
+        self.state = State::Closed;
+        self.deadline = env.now + ms(env.config.close_timeout);
+    }
+
+    fn fail_bad_text<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        self.fail(close_code::INVALID_PAYLOAD, "invalid UTF-8 in text", env);
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): close frame with `code`, then wait for the
+    /// peer's close. A second failure while closing gives up on parsing.
+    fn fail<H: Handler>(&mut self, code: u16, reason: &str, env: &mut Env<'_, H>) {
+        env.stats.protocol_errors += 1;
+        if let Some(busy) = self.busy.as_mut() {
+            busy.message_kind = None;
+            busy.message.clear();
+        }
+        match self.state {
+            State::Open => self.start_close(code, reason, env),
+            _ => self.flags |= DISCARD_INPUT,
+        }
+    }
+
+    /// A failure after which frame boundaries are lost (a length over 2^63).
+    fn fail_unsynced<H: Handler>(&mut self, env: &mut Env<'_, H>) {
+        self.fail(close_code::PROTOCOL_ERROR, "frame length over 2^63", env);
+        self.flags |= DISCARD_INPUT;
+    }
+
+    fn notify_closed<H: Handler>(&mut self, code: u16, reason: &str, env: &mut Env<'_, H>) {
+        if self.flags & OPENED != 0 {
+            self.flags &= !OPENED;
+            env.stats.closed += 1;
+            env.handler.on_close(env.id, code, reason);
+        }
+    }
+
+    // ---- output ----------------------------------------------------------------------------
+
+    /// Appends one unmasked frame to the output, no questions asked.
+    fn queue_frame(&mut self, opcode: OpCode, payload: &[u8], pool: &mut BusyPool) {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = frame::encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let busy = self.busy_mut(pool);
+        busy.out.extend(&header[..n]);
+        busy.out.extend(payload);
+    }
+
+    /// Sends a frame if the connection is open, enforcing the backlog limits.
+    pub(crate) fn send_frame(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        pool: &mut BusyPool,
+        config: &Config,
+        stats: &mut Stats,
+    ) -> SendStatus {
+        if self.state != State::Open {
+            return SendStatus::Closed;
+        }
+        if self.pending_output() + payload.len() + MAX_HEADER_LEN > config.max_backlog {
+            // The peer is not reading: give up on it rather than grow without bound.
+            self.state = State::Closed;
+            self.flags |= ABORT;
+            stats.backlog_drops += 1;
+            return SendStatus::Dropped;
+        }
+        self.queue_frame(opcode, payload, pool);
+        if matches!(opcode, OpCode::Text | OpCode::Binary) {
+            stats.messages_out += 1;
+        }
+        if self.pending_output() > config.backlog_high_water {
+            self.flags |= READ_PAUSED;
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Queues our close frame and moves to `Closing`.
+    fn send_close(&mut self, code: u16, reason: &str, pool: &mut BusyPool, config: &Config) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        payload[..2].copy_from_slice(&code.to_be_bytes());
+        let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+        if self.pending_output() + MAX_CONTROL_PAYLOAD + MAX_HEADER_LEN <= config.max_backlog {
+            self.queue_frame(OpCode::Close, &payload[..2 + cut], pool);
+        }
+        self.state = State::Closing;
+        // Reading resumes so that the peer's close can be seen.
+        self.flags &= !READ_PAUSED;
+    }
+
+    /// The one place the handler is called with a handle on this connection.
+    fn call<H: Handler, R>(
+        &mut self,
+        env: &mut Env<'_, H>,
+        callback: impl FnOnce(&mut H, &mut Conn<'_>) -> R,
+    ) -> R {
+        let mut conn = Conn::new(env.id, self, env.pool, env.config, env.stats, env.now);
+        callback(env.handler, &mut conn)
+    }
+
+    fn busy_mut(&mut self, pool: &mut BusyPool) -> &mut Busy {
+        self.busy.get_or_insert_with(|| pool.take())
+    }
+
+    fn release_if_idle(&mut self, pool: &mut BusyPool) {
+        if self.busy.as_ref().is_some_and(|b| b.is_idle()) {
+            self.release(pool);
+        }
+    }
+}
+
+fn ms(duration: std::time::Duration) -> u64 {
+    duration.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// The handler's handle on one connection, valid for the duration of a callback.
+#[derive(Debug)]
+pub struct Conn<'a> {
+    id: ConnId,
+    conn: &'a mut Connection,
+    pool: &'a mut BusyPool,
+    config: &'a Config,
+    stats: &'a mut Stats,
+    now: u64,
+}
+
+impl<'a> Conn<'a> {
+    pub(crate) fn new(
+        id: ConnId,
+        conn: &'a mut Connection,
+        pool: &'a mut BusyPool,
+        config: &'a Config,
+        stats: &'a mut Stats,
+        now: u64,
+    ) -> Self {
+        Conn {
+            id,
+            conn,
+            pool,
+            config,
+            stats,
+            now,
+        }
+    }
+
+    /// This connection's id, valid for as long as it is open (ids are never reused in a way
+    /// that could reach another connection).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> SendStatus {
+        self.send(OpCode::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> SendStatus {
+        self.send(OpCode::Binary, data)
+    }
+
+    /// Sends a ping (payload truncated to 125 bytes).
+    pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
+        let len = payload.len().min(MAX_CONTROL_PAYLOAD);
+        self.send(OpCode::Ping, &payload[..len])
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (cut to fit a control frame).
+    /// No message is delivered or sent after this.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if self.conn.state == State::Open {
+            let code = if frame::is_valid_close_code(code) {
+                code
+            } else {
+                close_code::NORMAL
+            };
+            self.conn.send_close(code, reason, self.pool, self.config);
+            self.conn.deadline = self.now + ms(self.config.close_timeout);
+        }
+    }
+
+    /// Bytes accepted for sending and not yet written to the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.pending_output()
+    }
+
+    /// Whether messages can still be sent.
+    pub fn is_open(&self) -> bool {
+        self.conn.state == State::Open
+    }
+
+    fn send(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
+        self.conn
+            .send_frame(opcode, payload, self.pool, self.config, self.stats)
+    }
+}

@@ -1,0 +1,49 @@
+//! # wsreactor
+//!
+//! A WebSocket server (RFC 6455) on one single-threaded `mio` reactor.
+//!
+//! ```no_run
+//! use wsreactor::{Config, Conn, Handler, Message, Server};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+//!         let _ = match message {
+//!             Message::Text(text) => conn.send_text(text),
+//!             Message::Binary(data) => conn.send_binary(data),
+//!         };
+//!     }
+//! }
+//!
+//! let mut server = Server::bind(Config::default(), Echo)?;
+//! server.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The layout follows the path of a byte: [`reactor`](Server) (sockets, readiness, timers) →
+//! `connection` (the sans-IO state machine) → [`handshake`], [`frame`], [`mask`], [`utf8`]
+//! (pure functions over bytes) → the [`Handler`] the application implements.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod buffers;
+pub mod config;
+mod connection;
+pub mod frame;
+mod handler;
+pub mod handshake;
+pub mod http;
+pub mod mask;
+mod reactor;
+mod stats;
+pub mod utf8;
+
+pub use config::Config;
+pub use connection::Conn;
+pub use handler::{ConnId, Handler, Message, SendStatus};
+pub use handshake::Request;
+pub use http::Response;
+pub use reactor::{Ctx, Server, ShutdownHandle};
+pub use stats::Stats;

@@ -1,0 +1,145 @@
+//! The `wsreactor` binary: an echo server with every limit and timeout on the command line.
+//!
+//! Owns argument parsing, signal handling and logging of start/stop. The protocol and the
+//! event loop live in the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use wsreactor::{Config, Conn, Handler, Message, Server};
+
+/// A WebSocket echo server on one mio reactor thread.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Most connections held at once (any state).
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Most connections still in their HTTP handshake.
+    #[arg(long, default_value_t = Config::default().max_pending_handshakes)]
+    max_pending_handshakes: usize,
+    /// Largest request head in bytes (larger: 431).
+    #[arg(long, default_value_t = Config::default().max_request_head)]
+    max_request_head: usize,
+    /// Most request headers (more: 431).
+    #[arg(long, default_value_t = Config::default().max_headers)]
+    max_headers: usize,
+    /// Largest frame payload in bytes (larger: close 1009).
+    #[arg(long, default_value_t = Config::default().max_frame_size)]
+    max_frame_size: usize,
+    /// Largest message in bytes (larger: close 1009).
+    #[arg(long, default_value_t = Config::default().max_message_size)]
+    max_message_size: usize,
+    /// Unwritten output (bytes) above which a connection stops being read.
+    #[arg(long, default_value_t = Config::default().backlog_high_water)]
+    backlog_high_water: usize,
+    /// Unwritten output (bytes) below which a paused connection is read again.
+    #[arg(long, default_value_t = Config::default().backlog_low_water)]
+    backlog_low_water: usize,
+    /// Unwritten output (bytes) at which a connection is dropped.
+    #[arg(long, default_value_t = Config::default().max_backlog)]
+    max_backlog: usize,
+    /// Milliseconds allowed for the request head.
+    #[arg(long, default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Seconds without input before an open connection is pinged, then closed (0: never).
+    #[arg(long, default_value_t = 120)]
+    idle_timeout_s: u64,
+    /// Close at the idle timeout instead of pinging first.
+    #[arg(long)]
+    no_auto_ping: bool,
+    /// Milliseconds to wait for the peer's close frame.
+    #[arg(long, default_value_t = 5_000)]
+    close_timeout_ms: u64,
+    /// A subprotocol to accept (repeatable); the first the client offers wins.
+    #[arg(long = "subprotocol")]
+    subprotocols: Vec<String>,
+    /// An Origin allowed to connect (repeatable); none given: any origin.
+    #[arg(long = "allow-origin")]
+    allowed_origins: Vec<String>,
+    /// Size of the shared read buffer in bytes.
+    #[arg(long, default_value_t = Config::default().read_buffer_size)]
+    read_buffer_size: usize,
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        Config {
+            listen: self.listen,
+            max_connections: self.max_connections,
+            max_pending_handshakes: self.max_pending_handshakes,
+            max_request_head: self.max_request_head,
+            max_headers: self.max_headers,
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            backlog_high_water: self.backlog_high_water,
+            backlog_low_water: self.backlog_low_water,
+            max_backlog: self.max_backlog,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            idle_timeout: (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s)),
+            auto_ping: !self.no_auto_ping,
+            close_timeout: Duration::from_millis(self.close_timeout_ms),
+            subprotocols: self.subprotocols.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            read_buffer_size: self.read_buffer_size,
+            tick_interval: None,
+        }
+    }
+}
+
+/// Sends every message back unchanged.
+struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+        // Backpressure and closed connections are handled by the server itself.
+        let _ = match message {
+            Message::Text(text) => conn.send_text(text),
+            Message::Binary(data) => conn.send_binary(data),
+        };
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut server = match Server::bind(args.config(), Echo) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("wsreactor: cannot start on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = server.shutdown_handle();
+    match Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    eprintln!("wsreactor: signal {signal}, closing connections");
+                    shutdown.shutdown();
+                }
+            });
+        }
+        Err(e) => eprintln!("wsreactor: no signal handling: {e}"),
+    }
+    eprintln!("wsreactor: listening on {}", server.local_addr());
+    let result = server.run();
+    let stats = server.stats();
+    eprintln!(
+        "wsreactor: stopped after {} connections, {} messages in, {} out",
+        stats.opened, stats.messages_in, stats.messages_out
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsreactor: reactor failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

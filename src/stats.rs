@@ -1,0 +1,34 @@
+//! Server-wide counters, cheap enough to bump on every message.
+//!
+//! Owns plain `u64` counters updated by the single reactor thread (no atomics needed). It does
+//! not compute rates or format anything: readers (the stats push, the load harness) do.
+
+/// Totals since the server started. Read them from [`Handler::on_tick`](crate::Handler::on_tick)
+/// through [`Ctx::stats`](crate::Ctx::stats).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// WebSocket connections opened (successful upgrades).
+    pub opened: u64,
+    /// WebSocket connections closed.
+    pub closed: u64,
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages queued for sending.
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Plain HTTP requests answered.
+    pub http_requests: u64,
+    /// Requests refused (400, 403, 426, 431).
+    pub refused: u64,
+    /// Connections failed for a protocol violation (1002, 1007, 1009).
+    pub protocol_errors: u64,
+    /// Connections dropped because their output backlog hit `max_backlog`.
+    pub backlog_drops: u64,
+    /// Handler callbacks that panicked.
+    pub handler_panics: u64,
+}
