@@ -59,6 +59,9 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Interval of the handler's `on_tick` callback. `None`: never. Default `None`.
     pub tick_interval: Option<Duration>,
+    /// Abort the process when a handler callback panics. Default false: the panic is caught at
+    /// the callback boundary and only that connection is closed (1011).
+    pub abort_on_panic: bool,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             read_buffer_size: 64 * 1024,
             tick_interval: None,
+            abort_on_panic: false,
         }
     }
 }

@@ -10,6 +10,8 @@
 //! (≤ 125 bytes), or a data payload, streamed into the message buffer as it arrives (unmasked
 //! and UTF-8-checked on the way, so invalid text fails before the frame is complete).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use crate::buffers::{Busy, BusyPool, Cursor};
 use crate::config::{Config, HEADER_ARRAY};
 use crate::frame::{self, close_code, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
@@ -283,7 +285,8 @@ impl Connection {
                 accept,
                 subprotocol,
             } => {
-                if !env.handler.accept(&request) {
+                let accepted = guard(env, |handler| handler.accept(&request)).unwrap_or(false);
+                if !accepted {
                     self.refuse(Refusal::Forbidden, env);
                     return Some(used);
                 }
@@ -303,7 +306,8 @@ impl Connection {
     }
 
     fn answer_http<H: Handler>(&mut self, request: &Request<'_>, env: &mut Env<'_, H>) {
-        let response = env.handler.on_http(request);
+        let response = guard(env, |handler| handler.on_http(request))
+            .unwrap_or_else(|| http::Response::plain(500));
         // A request body is not read by this server: close after answering one that has it.
         let has_body = request.header("transfer-encoding").is_some()
             || request
@@ -768,7 +772,8 @@ impl Connection {
         if self.flags & OPENED != 0 {
             self.flags &= !OPENED;
             env.stats.closed += 1;
-            env.handler.on_close(env.id, code, reason);
+            let id = env.id;
+            guard(env, |handler| handler.on_close(id, code, reason));
         }
     }
 
@@ -831,14 +836,23 @@ impl Connection {
         self.flags &= !READ_PAUSED;
     }
 
-    /// The one place the handler is called with a handle on this connection.
-    fn call<H: Handler, R>(
+    /// Calls the handler with a handle on this connection. A panic in the callback fails
+    /// only this connection, with close 1011 (or aborts the process if configured so).
+    fn call<H: Handler>(
         &mut self,
         env: &mut Env<'_, H>,
-        callback: impl FnOnce(&mut H, &mut Conn<'_>) -> R,
-    ) -> R {
+        callback: impl FnOnce(&mut H, &mut Conn<'_>),
+    ) {
         let mut conn = Conn::new(env.id, self, env.pool, env.config, env.stats, env.now);
-        callback(env.handler, &mut conn)
+        let handler = &mut *env.handler;
+        let outcome = catch_unwind(AssertUnwindSafe(|| callback(handler, &mut conn)));
+        if outcome.is_err() {
+            handler_panicked(env.config, env.stats);
+            self.start_close(close_code::INTERNAL_ERROR, "handler panicked", env);
+            if self.state == State::Open {
+                self.abort(env);
+            }
+        }
     }
 
     fn busy_mut(&mut self, pool: &mut BusyPool) -> &mut Busy {
@@ -850,6 +864,26 @@ impl Connection {
             self.release(pool);
         }
     }
+}
+
+/// Calls the handler without a connection handle, with the same panic policy as `call`.
+/// `None` if it panicked.
+fn guard<H: Handler, R>(env: &mut Env<'_, H>, callback: impl FnOnce(&mut H) -> R) -> Option<R> {
+    let handler = &mut *env.handler;
+    match catch_unwind(AssertUnwindSafe(|| callback(handler))) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            handler_panicked(env.config, env.stats);
+            None
+        }
+    }
+}
+
+pub(crate) fn handler_panicked(config: &Config, stats: &mut Stats) {
+    if config.abort_on_panic {
+        std::process::abort();
+    }
+    stats.handler_panics += 1;
 }
 
 fn ms(duration: std::time::Duration) -> u64 {

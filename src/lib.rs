@@ -37,6 +37,7 @@ pub mod handshake;
 pub mod http;
 pub mod mask;
 mod reactor;
+pub mod sans_io;
 mod stats;
 pub mod utf8;
 

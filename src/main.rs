@@ -90,6 +90,7 @@ impl Args {
             allowed_origins: self.allowed_origins.clone(),
             read_buffer_size: self.read_buffer_size,
             tick_interval: None,
+            abort_on_panic: false,
         }
     }
 }

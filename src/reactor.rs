@@ -503,7 +503,13 @@ impl<H: Handler> Server<H> {
                     dirty: &mut self.dirty,
                     now: self.now,
                 };
-                self.handler.on_tick(&mut ctx);
+                let handler = &mut self.handler;
+                let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.on_tick(&mut ctx)
+                }));
+                if ticked.is_err() {
+                    crate::connection::handler_panicked(&self.config, &mut self.stats);
+                }
                 self.flush_dirty();
             }
         }

@@ -1,0 +1,180 @@
+//! One server-side connection driven entirely in memory: bytes in, bytes out, time advanced by
+//! hand. For tests, property tests, fuzz targets and benchmarks of the whole per-message path
+//! without sockets.
+//!
+//! Owns nothing of its own but the wiring: the state machine is the reactor's very
+//! `Connection`, with its own buffer pool, counters and clock.
+
+use crate::buffers::BusyPool;
+use crate::config::Config;
+use crate::connection::{Connection, Env};
+use crate::handler::{ConnId, Handler};
+use crate::stats::Stats;
+
+/// A server-side connection, as if just accepted, that is fed bytes directly.
+#[derive(Debug)]
+pub struct Endpoint<H: Handler> {
+    conn: Connection,
+    handler: H,
+    config: Config,
+    pool: BusyPool,
+    stats: Stats,
+    now_ms: u64,
+}
+
+impl<H: Handler> Endpoint<H> {
+    /// A connection in its handshake state, at time 0.
+    pub fn new(config: Config, handler: H) -> Self {
+        Endpoint {
+            conn: Connection::new(0, &config),
+            handler,
+            config,
+            pool: BusyPool::default(),
+            stats: Stats::default(),
+            now_ms: 0,
+        }
+    }
+
+    /// Feeds bytes as if read from the socket. The slice is used as scratch (frames are
+    /// unmasked in it), exactly as the reactor's read buffer is.
+    pub fn feed(&mut self, input: &mut [u8]) {
+        if !self.conn.wants_read() {
+            return;
+        }
+        let (conn, mut env) = self.split();
+        conn.handle_input(input, &mut env);
+    }
+
+    /// The peer closed its side of the TCP connection.
+    pub fn feed_eof(&mut self) {
+        let (conn, mut env) = self.split();
+        conn.handle_eof(&mut env);
+    }
+
+    /// Moves the clock forward and fires the connection's timeout if it is due.
+    pub fn advance(&mut self, ms: u64) {
+        self.now_ms += ms;
+        let deadline = self.conn.deadline();
+        if deadline != 0 && deadline <= self.now_ms {
+            let (conn, mut env) = self.split();
+            conn.handle_timeout(&mut env);
+        }
+    }
+
+    /// Moves everything the connection wants written into `out`, as if the socket took it all.
+    pub fn drain_output(&mut self, out: &mut Vec<u8>) {
+        let (first, second) = self.conn.output();
+        out.extend_from_slice(first);
+        out.extend_from_slice(second);
+        let written = first.len() + second.len();
+        let (conn, mut env) = self.split();
+        conn.wrote(written, &mut env);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_output(&self) -> usize {
+        self.conn.pending_output()
+    }
+
+    /// Whether the server would read from this connection now (false under backpressure or
+    /// once closed).
+    pub fn wants_read(&self) -> bool {
+        self.conn.wants_read()
+    }
+
+    /// Whether the reactor would now drop the socket.
+    pub fn is_done(&self) -> bool {
+        self.conn.is_done()
+    }
+
+    /// Whether the WebSocket is open.
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// The handler, to inspect what it recorded.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Counters for this connection.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn split(&mut self) -> (&mut Connection, Env<'_, H>) {
+        (
+            &mut self.conn,
+            Env {
+                handler: &mut self.handler,
+                config: &self.config,
+                pool: &mut self.pool,
+                stats: &mut self.stats,
+                now: self.now_ms,
+                id: ConnId {
+                    key: 0,
+                    generation: 0,
+                },
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Conn, Message};
+
+    struct Echo;
+    impl Handler for Echo {
+        fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+            let _ = match message {
+                Message::Text(t) => conn.send_text(t),
+                Message::Binary(b) => conn.send_binary(b),
+            };
+        }
+    }
+
+    const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const MASKED_HELLO: &[u8] = &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    const FRAGMENTED: &[u8] = &[
+        0x01, 0x83, 0, 0, 0, 0, b'H', b'e', b'l', 0x80, 0x82, 0, 0, 0, 0, b'l', b'o',
+    ];
+
+    fn expected_reply() -> Vec<u8> {
+        let mut expected = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".to_vec();
+        expected.extend_from_slice(&[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+        expected.extend_from_slice(&[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+        expected
+    }
+
+    #[test]
+    fn same_bytes_out_whatever_the_read_boundaries() {
+        let mut stream = UPGRADE.to_vec();
+        stream.extend_from_slice(MASKED_HELLO);
+        stream.extend_from_slice(FRAGMENTED);
+        for piece in [1, 2, 3, 7, 64, stream.len()] {
+            let mut endpoint = Endpoint::new(Config::default(), Echo);
+            let mut out = Vec::new();
+            for chunk in stream.chunks(piece) {
+                endpoint.feed(&mut chunk.to_vec());
+                endpoint.drain_output(&mut out);
+            }
+            assert_eq!(out, expected_reply(), "piece size {piece}");
+            assert!(endpoint.is_open());
+        }
+    }
+
+    #[test]
+    fn unmasked_client_frame_is_answered_with_1002() {
+        let mut endpoint = Endpoint::new(Config::default(), Echo);
+        let mut out = Vec::new();
+        endpoint.feed(&mut UPGRADE.to_vec());
+        endpoint.drain_output(&mut out);
+        out.clear();
+        endpoint.feed(&mut vec![0x81, 0x02, b'h', b'i']);
+        endpoint.drain_output(&mut out);
+        assert_eq!((out[0], &out[2..4]), (0x88, &[0x03, 0xea][..]), "close 1002");
+        assert!(!endpoint.is_open());
+    }
+}
