@@ -147,7 +147,10 @@ mod tests {
     fn consume_front_keeps_order() {
         let mut ring: VecDeque<u8> = (0..10).collect();
         consume_front(&mut ring, 3);
-        assert_eq!(ring.iter().copied().collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
+        assert_eq!(
+            ring.iter().copied().collect::<Vec<_>>(),
+            (3..10).collect::<Vec<_>>()
+        );
         consume_front(&mut ring, 100);
         assert!(ring.is_empty());
     }

@@ -125,8 +125,7 @@ impl Connection {
             crate::buffers::consume_front(&mut busy.out, n);
         }
         let mut resumed = false;
-        if self.flags & READ_PAUSED != 0 && self.pending_output() <= env.config.backlog_low_water
-        {
+        if self.flags & READ_PAUSED != 0 && self.pending_output() <= env.config.backlog_low_water {
             self.flags &= !READ_PAUSED;
             resumed = true;
             if self.state == State::Open {
@@ -190,7 +189,12 @@ impl Connection {
     }
 
     /// Starts the closing handshake from our side (shutdown, idle timeout, the handler).
-    pub(crate) fn start_close<H: Handler>(&mut self, code: u16, reason: &str, env: &mut Env<'_, H>) {
+    pub(crate) fn start_close<H: Handler>(
+        &mut self,
+        code: u16,
+        reason: &str,
+        env: &mut Env<'_, H>,
+    ) {
         match self.state {
             State::Open => {
                 self.send_close(code, reason, env.pool, env.config);
@@ -590,7 +594,8 @@ impl Connection {
         cursor.phase = apply_mask(chunk, cursor.mask, cursor.phase as usize) as u8;
         cursor.remaining -= n as u64;
         busy.cursor = Some(cursor);
-        if busy.message_kind == Some(OpCode::Text) && busy.utf8.feed(&busy.message[start..]).is_err()
+        if busy.message_kind == Some(OpCode::Text)
+            && busy.utf8.feed(&busy.message[start..]).is_err()
         {
             self.fail_bad_text(env);
         } else if cursor.remaining == 0 {

@@ -200,7 +200,10 @@ mod tests {
     fn rfc_vectors_decode() {
         let unmasked = hex("81 05 48 65 6c 6c 6f");
         let h = decode_header(&unmasked).unwrap().unwrap();
-        assert_eq!((h.fin, h.opcode, h.mask, h.payload_len, h.header_len), (true, 1, None, 5, 2));
+        assert_eq!(
+            (h.fin, h.opcode, h.mask, h.payload_len, h.header_len),
+            (true, 1, None, 5, 2)
+        );
 
         let masked = hex("81 85 37 fa 21 3d 7f 9f 4d 51 58");
         let h = decode_header(&masked).unwrap().unwrap();
@@ -212,14 +215,20 @@ mod tests {
         let last = decode_header(&hex("80 02 6c 6f")).unwrap().unwrap();
         assert_eq!((last.fin, last.opcode), (true, 0));
 
-        let ping = decode_header(&hex("89 05 48 65 6c 6c 6f")).unwrap().unwrap();
+        let ping = decode_header(&hex("89 05 48 65 6c 6c 6f"))
+            .unwrap()
+            .unwrap();
         assert_eq!(ping.opcode, 9);
-        let pong = decode_header(&hex("8a 85 37 fa 21 3d 7f 9f 4d 51 58")).unwrap().unwrap();
+        let pong = decode_header(&hex("8a 85 37 fa 21 3d 7f 9f 4d 51 58"))
+            .unwrap()
+            .unwrap();
         assert_eq!(pong.opcode, 0xA);
 
         let h = decode_header(&hex("82 7e 01 00")).unwrap().unwrap();
         assert_eq!((h.payload_len, h.header_len), (256, 4));
-        let h = decode_header(&hex("82 7f 00 00 00 00 00 01 00 00")).unwrap().unwrap();
+        let h = decode_header(&hex("82 7f 00 00 00 00 00 01 00 00"))
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, h.header_len), (65536, 10));
     }
 
@@ -232,7 +241,13 @@ mod tests {
         assert_eq!(&out[..n], &hex("82 7e 01 00")[..]);
         let n = encode_header(&mut out, true, OpCode::Binary, None, 65536);
         assert_eq!(&out[..n], &hex("82 7f 00 00 00 00 00 01 00 00")[..]);
-        let n = encode_header(&mut out, true, OpCode::Text, Some([0x37, 0xfa, 0x21, 0x3d]), 5);
+        let n = encode_header(
+            &mut out,
+            true,
+            OpCode::Text,
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+            5,
+        );
         assert_eq!(&out[..n], &hex("81 85 37 fa 21 3d")[..]);
     }
 
@@ -253,10 +268,14 @@ mod tests {
 
     #[test]
     fn close_codes_follow_the_registry() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+        ] {
             assert!(is_valid_close_code(ok), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!is_valid_close_code(bad), "{bad}");
         }
     }

@@ -154,7 +154,9 @@ fn check_upgrade<'c>(
         _ => return Err(Refusal::VersionNotSupported),
     }
     if all_headers(headers, "sec-websocket-key").count() != 1 {
-        return Err(Refusal::BadRequest("exactly one Sec-WebSocket-Key is required"));
+        return Err(Refusal::BadRequest(
+            "exactly one Sec-WebSocket-Key is required",
+        ));
     }
     let key = header(headers, "sec-websocket-key")
         .map(<[u8]>::trim_ascii)
@@ -294,7 +296,10 @@ mod tests {
 
     #[test]
     fn rfc_accept_vector() {
-        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -325,7 +330,11 @@ mod tests {
             ("GET /chat", "POST /chat", 400),
             ("HTTP/1.1\r\nHost", "HTTP/1.0\r\nHost", 400),
             ("Host: server.example.com\r\n", "", 400),
-            ("Connection: keep-alive, Upgrade", "Connection: keep-alive", 400),
+            (
+                "Connection: keep-alive, Upgrade",
+                "Connection: keep-alive",
+                400,
+            ),
             ("Upgrade: websocket\r\n", "Upgrade: web-socket\r\n", 400),
             ("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ", 400),
             ("Version: 13", "Version: 8", 426),
@@ -360,7 +369,10 @@ mod tests {
     #[test]
     fn plain_get_is_http() {
         let head = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(verdict_for(head, &Config::default()).unwrap(), Verdict::Http);
+        assert_eq!(
+            verdict_for(head, &Config::default()).unwrap(),
+            Verdict::Http
+        );
     }
 
     #[test]

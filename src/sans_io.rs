@@ -136,7 +136,9 @@ mod tests {
     }
 
     const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    const MASKED_HELLO: &[u8] = &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    const MASKED_HELLO: &[u8] = &[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
     const FRAGMENTED: &[u8] = &[
         0x01, 0x83, 0, 0, 0, 0, b'H', b'e', b'l', 0x80, 0x82, 0, 0, 0, 0, b'l', b'o',
     ];
@@ -174,7 +176,11 @@ mod tests {
         out.clear();
         endpoint.feed(&mut vec![0x81, 0x02, b'h', b'i']);
         endpoint.drain_output(&mut out);
-        assert_eq!((out[0], &out[2..4]), (0x88, &[0x03, 0xea][..]), "close 1002");
+        assert_eq!(
+            (out[0], &out[2..4]),
+            (0x88, &[0x03, 0xea][..]),
+            "close 1002"
+        );
         assert!(!endpoint.is_open());
     }
 }
