@@ -212,12 +212,12 @@ impl Connection {
         let buffered = self.busy.as_ref().is_some_and(|b| !b.head.is_empty());
         if !buffered {
             // Common case: the whole head arrived in one read; parse it where it lies.
-            match self.try_head(input, env) {
-                Some(used) => self.after_head(&mut input[used..], env),
-                None if self.state == State::Handshake => {
-                    self.busy_mut(env.pool).head.extend_from_slice(input);
-                }
-                None => {}
+            let partial = self.consume_heads(input, env);
+            if partial > 0 {
+                let start = input.len() - partial;
+                self.busy_mut(env.pool)
+                    .head
+                    .extend_from_slice(&input[start..]);
             }
             return;
         }
@@ -229,32 +229,33 @@ impl Connection {
             return;
         }
         let mut head = std::mem::take(&mut busy.head);
-        if let Some(used) = self.try_head(&head, env) {
-            self.after_head(&mut head[used..], env);
-            head.clear();
-        }
+        let partial = self.consume_heads(&mut head, env);
         if self.state == State::Handshake {
+            head.drain(..head.len() - partial);
             if let Some(busy) = self.busy.as_mut() {
-                if busy.head.is_empty() {
-                    busy.head = head;
-                }
+                busy.head = head;
             }
         }
     }
 
-    /// Bytes that followed a complete head: the next request, or the first frames.
-    fn after_head<H: Handler>(&mut self, rest: &mut [u8], env: &mut Env<'_, H>) {
-        if rest.is_empty() {
-            return;
+    /// Answers every complete request head at the start of `buf` (pipelined plain HTTP requests
+    /// come one after another), in a loop, never recursively. Bytes after an upgrade go to the
+    /// frame decoder. Returns the length of a trailing partial head still waiting for bytes.
+    fn consume_heads<H: Handler>(&mut self, buf: &mut [u8], env: &mut Env<'_, H>) -> usize {
+        let mut at = 0;
+        while at < buf.len() && self.state == State::Handshake {
+            match self.try_head(&buf[at..], env) {
+                Some(used) => at += used,
+                None => break,
+            }
         }
         match self.state {
-            State::Open => self.frame_input(rest, env),
-            State::Handshake => {
-                // Pipelined HTTP requests: keep the rest as the start of the next head.
-                let mut next = rest.to_vec();
-                self.handshake_input(&mut next, env);
+            State::Handshake => buf.len() - at,
+            State::Open => {
+                self.frame_input(&mut buf[at..], env);
+                0
             }
-            State::Closing | State::Closed => {}
+            State::Closing | State::Closed => 0,
         }
     }
 

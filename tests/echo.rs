@@ -389,3 +389,25 @@ fn graceful_shutdown_sends_1001_to_every_client() {
         assert_eq!(frame.close_code(), Some(1001));
     }
 }
+
+#[test]
+fn thousands_of_pipelined_http_requests_are_answered_in_order() {
+    let server = TestServer::echo();
+    let mut client = RawClient::connect(server.addr);
+    let requests: String = (0..5000)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .collect();
+    let writer = {
+        let mut stream = client.stream.try_clone().unwrap();
+        std::thread::spawn(move || stream.write_all(requests.as_bytes()))
+    };
+    for _ in 0..5000 {
+        let (status, head, _) = client.read_response();
+        assert_eq!(status, 404, "{head}");
+        assert!(head.contains("Connection: keep-alive"), "{head}");
+    }
+    writer.join().unwrap().unwrap();
+    // The same connection can still upgrade afterwards.
+    client.send(upgrade_request("/", "").as_bytes());
+    assert_eq!(client.read_response_head().0, 101);
+}
