@@ -10,9 +10,14 @@ use std::collections::VecDeque;
 use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
 
-/// Buffers kept in the pool keep at most this much capacity each; larger ones are freed on
-/// return, so one 16 MiB message does not pin 16 MiB for the life of the process.
+/// Buffers up to this capacity are always kept when a `Busy` returns to the pool.
 const RETAIN_CAPACITY: usize = 256 * 1024;
+
+/// Larger buffers are kept too while the pool's large buffers add up to at most this, so a
+/// connection streaming 1 MiB messages reuses warm memory instead of faulting in fresh pages
+/// for every message; beyond it they are freed, so a burst of 16 MiB messages does not pin
+/// memory for the life of the process.
+const LARGE_BUDGET: usize = 32 << 20;
 
 /// Where a frame whose payload spans several reads has got to.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +77,7 @@ impl Busy {
             && self.header_len == 0
     }
 
-    fn reset(&mut self) {
+    fn clear(&mut self) {
         self.out.clear();
         self.head.clear();
         self.message.clear();
@@ -81,6 +86,21 @@ impl Busy {
         self.cursor = None;
         self.header_len = 0;
         self.control_len = 0;
+    }
+
+    /// Capacity held in buffers larger than `RETAIN_CAPACITY`.
+    fn large_capacity(&self) -> usize {
+        [
+            self.out.capacity(),
+            self.message.capacity(),
+            self.head.capacity(),
+        ]
+        .into_iter()
+        .filter(|&c| c > RETAIN_CAPACITY)
+        .sum()
+    }
+
+    fn free_large(&mut self) {
         if self.out.capacity() > RETAIN_CAPACITY {
             self.out = VecDeque::new();
         }
@@ -98,21 +118,37 @@ impl Busy {
 #[derive(Debug, Default)]
 pub(crate) struct BusyPool {
     free: Vec<Box<Busy>>,
+    /// Sum of `large_capacity` over `free`, at most `LARGE_BUDGET`.
+    large_bytes: usize,
 }
 
 /// Free `Busy` boxes kept at most; beyond this they are freed.
 const POOL_LIMIT: usize = 1024;
 
 impl BusyPool {
+    /// The most recently returned `Busy` (its buffers are the warmest), or a new one.
     pub fn take(&mut self) -> Box<Busy> {
-        self.free.pop().unwrap_or_else(|| Box::new(Busy::new()))
+        match self.free.pop() {
+            Some(busy) => {
+                self.large_bytes -= busy.large_capacity();
+                busy
+            }
+            None => Box::new(Busy::new()),
+        }
     }
 
     pub fn give(&mut self, mut busy: Box<Busy>) {
-        if self.free.len() < POOL_LIMIT {
-            busy.reset();
-            self.free.push(busy);
+        if self.free.len() >= POOL_LIMIT {
+            return;
         }
+        busy.clear();
+        let large = busy.large_capacity();
+        if self.large_bytes + large > LARGE_BUDGET {
+            busy.free_large();
+        } else {
+            self.large_bytes += large;
+        }
+        self.free.push(busy);
     }
 }
 
@@ -131,7 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pool_recycles_and_trims_large_buffers() {
+    fn pool_keeps_large_buffers_only_within_its_budget() {
         let mut pool = BusyPool::default();
         let mut busy = pool.take();
         busy.message.reserve(RETAIN_CAPACITY * 4);
@@ -140,7 +176,22 @@ mod tests {
         pool.give(busy);
         let busy = pool.take();
         assert!(busy.is_idle());
-        assert!(busy.message.capacity() <= RETAIN_CAPACITY);
+        assert!(
+            busy.message.capacity() >= RETAIN_CAPACITY * 4,
+            "warm buffer reused"
+        );
+        assert_eq!(pool.large_bytes, 0);
+
+        let mut huge: Vec<Box<Busy>> = (0..3).map(|_| pool.take()).collect();
+        for busy in &mut huge {
+            busy.message.reserve(LARGE_BUDGET / 2 + 1);
+        }
+        for busy in huge {
+            pool.give(busy);
+        }
+        assert!(pool.large_bytes <= LARGE_BUDGET);
+        let kept = pool.free.iter().filter(|b| b.large_capacity() > 0).count();
+        assert_eq!(kept, 1, "only what fits the budget is kept");
     }
 
     #[test]
