@@ -698,10 +698,8 @@ impl Connection {
 
     fn control_frame<H: Handler>(&mut self, opcode: OpCode, payload: &[u8], env: &mut Env<'_, H>) {
         match opcode {
-            OpCode::Ping => {
-                if self.state == State::Open {
-                    let _ = self.send_frame(OpCode::Pong, payload, env.pool, env.config, env.stats);
-                }
+            OpCode::Ping if self.state == State::Open => {
+                let _ = self.send_frame(OpCode::Pong, payload, env.pool, env.config, env.stats);
             }
             OpCode::Pong => {}
             OpCode::Close => self.close_frame(payload, env),

@@ -1,18 +1,24 @@
-//! The `wsreactor` binary: an echo server with every limit and timeout on the command line.
+//! The `wsreactor` binary: an echo server with a live demo page, and every limit and timeout
+//! on the command line.
 //!
 //! Owns argument parsing, signal handling and logging of start/stop. The protocol and the
-//! event loop live in the library.
+//! event loop live in the library, and what is served (echo, the page, the stats push) in
+//! [`wsreactor::app`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use wsreactor::{Config, Conn, Handler, Message, Server};
+use wsreactor::app::App;
+use wsreactor::static_files::StaticFiles;
+use wsreactor::{Config, Server};
 
-/// A WebSocket echo server on one mio reactor thread.
+/// A WebSocket echo server on one mio reactor thread. Plain HTTP on the same port serves a
+/// live demo page; a WebSocket on /stats receives the server's figures every interval.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -67,6 +73,12 @@ struct Args {
     /// Size of the shared read buffer in bytes.
     #[arg(long, default_value_t = Config::default().read_buffer_size)]
     read_buffer_size: usize,
+    /// Serve this folder over plain HTTP instead of the built-in demo page.
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// Milliseconds between stats pushes to WebSockets on /stats (0: no push).
+    #[arg(long, default_value_t = 1_000)]
+    stats_interval_ms: u64,
 }
 
 impl Args {
@@ -83,34 +95,34 @@ impl Args {
             backlog_low_water: self.backlog_low_water,
             max_backlog: self.max_backlog,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
-            idle_timeout: (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s)),
+            idle_timeout: (self.idle_timeout_s > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_s)),
             auto_ping: !self.no_auto_ping,
             close_timeout: Duration::from_millis(self.close_timeout_ms),
             subprotocols: self.subprotocols.clone(),
             allowed_origins: self.allowed_origins.clone(),
             read_buffer_size: self.read_buffer_size,
-            tick_interval: None,
+            tick_interval: (self.stats_interval_ms > 0)
+                .then(|| Duration::from_millis(self.stats_interval_ms)),
             abort_on_panic: false,
         }
     }
 }
 
-/// Sends every message back unchanged.
-struct Echo;
-
-impl Handler for Echo {
-    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
-        // Backpressure and closed connections are handled by the server itself.
-        let _ = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(data) => conn.send_binary(data),
-        };
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut server = match Server::bind(args.config(), Echo) {
+    let files = match &args.static_dir {
+        None => StaticFiles::embedded(),
+        Some(dir) => match StaticFiles::dir(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                eprintln!("wsreactor: cannot serve {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let app = App::new(files, args.stats_interval_ms);
+    let mut server = match Server::bind(args.config(), app) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("wsreactor: cannot start on {}: {e}", args.listen);
@@ -130,6 +142,10 @@ fn main() -> ExitCode {
         Err(e) => eprintln!("wsreactor: no signal handling: {e}"),
     }
     eprintln!("wsreactor: listening on {}", server.local_addr());
+    match server.handler().files().root() {
+        Some(root) => eprintln!("wsreactor: serving {} over HTTP", root.display()),
+        None => eprintln!("wsreactor: demo page at http://{}/", server.local_addr()),
+    }
     let result = server.run();
     let stats = server.stats();
     eprintln!(

@@ -174,7 +174,7 @@ mod tests {
         endpoint.feed(&mut UPGRADE.to_vec());
         endpoint.drain_output(&mut out);
         out.clear();
-        endpoint.feed(&mut vec![0x81, 0x02, b'h', b'i']);
+        endpoint.feed(&mut [0x81, 0x02, b'h', b'i']);
         endpoint.drain_output(&mut out);
         assert_eq!(
             (out[0], &out[2..4]),

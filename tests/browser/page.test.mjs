@@ -1,0 +1,205 @@
+// Loads the demo page in headless Debian Chromium and uses it as a person would: waits for the
+// connection, sends a text and a binary message with the page's own controls, watches the live
+// chart update, and saves a screenshot. Then, on a server of its own, it checks that the page
+// shows a restart (closed with code 1001) and reconnects by itself.
+//
+// Run by run.sh, which starts the server. Environment:
+//   WSREACTOR_URL  base URL of a running server (default http://127.0.0.1:9001)
+//   WSREACTOR_BIN  the server binary, for the restart test (skipped without it)
+//   SCREENSHOT     where to save the PNG (default ../../docs/page.png)
+//   CHROMIUM       browser executable (default /usr/bin/chromium)
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BASE = process.env.WSREACTOR_URL ?? 'http://127.0.0.1:9001';
+const SCREENSHOT = resolve(process.env.SCREENSHOT ?? join(here, '..', '..', 'docs', 'page.png'));
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const BIN = process.env.WSREACTOR_BIN;
+const WAIT = 15_000;
+
+let context;
+let profile;
+
+before(async () => {
+  profile = mkdtempSync(join(tmpdir(), 'wsreactor-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    viewport: { width: 1280, height: 900 },
+  });
+});
+
+after(async () => {
+  await context?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+describe('demo page in Chromium', () => {
+  let page;
+  const pageErrors = [];
+  const consoleErrors = [];
+
+  before(async () => {
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(message.text());
+    });
+  });
+
+  it('loads / and shows both sockets as open', async () => {
+    const response = await page.goto(`${BASE}/`);
+    assert.equal(response.status(), 200);
+    assert.match(response.headers()['content-type'], /^text\/html/);
+    assert.equal(await page.title(), 'wsreactor');
+    await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
+    assert.equal(await page.locator('#state').textContent(), 'open');
+    await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+  });
+
+  it('echoes a text message typed into the page', async () => {
+    const text = `hello from chromium ${Date.now()}`;
+    await page.fill('#message', text);
+    await page.click('#send-text');
+    const reply = page.locator('#log li.reply[data-kind="text"]', { hasText: text });
+    await reply.waitFor({ timeout: WAIT });
+    assert.match(await reply.locator('.rtt').textContent(), /^\d+(\.\d+)? ms$/);
+  });
+
+  it('echoes a binary message', async () => {
+    await page.fill('#message', 'bytes: é✓');
+    await page.click('#send-binary');
+    const reply = page.locator('#log li.reply[data-kind="binary"]').first();
+    await reply.waitFor({ timeout: WAIT });
+    const body = await reply.locator('.body').textContent();
+    // 'bytes: é✓' is 12 bytes of UTF-8, starting 62 79 74 65 73.
+    assert.match(body, /^12 B: 62 79 74 65 73 3a/);
+    assert.match(body, /“bytes: é✓”/);
+    assert.match(await reply.locator('.rtt').textContent(), /ms$/);
+  });
+
+  it('draws the live chart from server pushes, at least twice', async () => {
+    const updates = async () => Number(await page.locator('#chart').getAttribute('data-updates'));
+    const start = await updates();
+    // Bursts of echo traffic over several pushes, for the chart to have something to show.
+    for (let i = 1; i <= 5; i += 1) {
+      for (let b = 0; b < i % 3 + 1; b += 1) {
+        await page.click('#send-burst');
+        await page.locator('#log li.burst').first().and(page.locator('[data-done="true"]')).waitFor({ timeout: WAIT });
+      }
+      await page.waitForFunction(
+        (n) => Number(document.getElementById('chart').dataset.updates) >= n,
+        start + i,
+        { timeout: WAIT },
+      );
+    }
+    assert.ok((await updates()) >= start + 5);
+    // Both of the page's sockets are open on the server, and it says so.
+    const open = Number(await page.locator('#open').textContent());
+    assert.ok(open >= 2, `open connections shown: ${open}`);
+    assert.match(await page.locator('#uptime').textContent(), /\d+s$/);
+    assert.match(await page.locator('#interval').textContent(), /^\d+ ms$/);
+  });
+
+  it('saves a screenshot', async () => {
+    // A person's last messages on top of the log.
+    await page.fill('#message', 'Hello, reactor!');
+    await page.click('#send-text');
+    await page.click('#send-binary');
+    await page.locator('#log li.reply[data-kind="binary"]', { hasText: 'Hello, reactor!' }).waitFor({ timeout: WAIT });
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    console.log(`screenshot: ${SCREENSHOT}`);
+  });
+
+  it('ran without script errors', () => {
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(consoleErrors, []);
+  });
+});
+
+/** Starts the server binary on `listen`; resolves with the child and the address it bound. */
+function startServer(listen) {
+  return new Promise((resolveStart, reject) => {
+    const child = spawn(BIN, ['--listen', listen, '--close-timeout-ms', '1000'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start: ${stderr}`));
+    }, 10_000);
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+      const match = /^wsreactor: listening on (\S+)$/m.exec(stderr);
+      if (match) {
+        clearTimeout(timer);
+        resolveStart({ child, addr: match[1] });
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited (${code}): ${stderr}`));
+    });
+  });
+}
+
+describe('page across a server restart', { skip: BIN ? false : 'WSREACTOR_BIN not set' }, () => {
+  let server = null;
+
+  after(() => {
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+  });
+
+  it('shows the close code, then reconnects by itself', async () => {
+    server = await startServer('127.0.0.1:0');
+    const { addr } = server;
+    const page = await context.newPage();
+    await page.goto(`http://${addr}/`);
+    await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
+    await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+
+    // A graceful stop: the server says 1001 to every client.
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGTERM');
+    await exited;
+    await page.locator('#state[data-state="closed"]').waitFor({ timeout: WAIT });
+    const detail = await page.locator('#state-detail').textContent();
+    assert.match(detail, /code 1001/);
+    assert.match(detail, /reconnecting in \d+\.\d s/);
+
+    // Back on the same port: both sockets come back without a reload.
+    server = await startServer(addr);
+    await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
+    await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+    const before = Number(await page.locator('#chart').getAttribute('data-updates'));
+    await page.waitForFunction(
+      (n) => Number(document.getElementById('chart').dataset.updates) > n,
+      before,
+      { timeout: WAIT },
+    );
+    await page.close();
+    server.child.kill('SIGTERM');
+    await once(server.child, 'exit');
+  });
+});
