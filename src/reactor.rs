@@ -22,7 +22,7 @@ use slab::Slab;
 
 use crate::buffers::BusyPool;
 use crate::config::Config;
-use crate::connection::{Conn, Connection, Env};
+use crate::connection::{Conn, Connection, Env, Transmit};
 use crate::frame::close_code;
 use crate::handler::{ConnId, Handler};
 use crate::stats::Stats;
@@ -43,6 +43,9 @@ struct Slot {
     handshaking: bool,
     /// Already in the `ready` list.
     queued: bool,
+    /// The peer's FIN or RST was announced: a short read no longer means "drained", since
+    /// the EOF (or error) behind the data raises no further edge.
+    peer_closed: bool,
 }
 
 /// Asks a running [`Server`] to shut down gracefully, from any thread (a signal handler thread,
@@ -194,6 +197,11 @@ impl<H: Handler> Server<H> {
                     LISTENER => self.accept_ready(),
                     WAKER => {}
                     Token(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(slot) = self.slots.get_mut(key) {
+                                slot.peer_closed = true;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read_ready(key);
                         } else if event.is_writable() {
@@ -275,6 +283,7 @@ impl<H: Handler> Server<H> {
                 generation: self.next_generation,
                 handshaking: true,
                 queued: false,
+                peer_closed: false,
             });
             self.pending_handshakes += 1;
             self.stats.accepted += 1;
@@ -309,6 +318,7 @@ impl<H: Handler> Server<H> {
                 key: key as u32,
                 generation: slot.generation,
             },
+            direct: Some(&slot.stream),
         };
         let mut drained = false;
         for _ in 0..READ_BUDGET {
@@ -340,7 +350,7 @@ impl<H: Handler> Server<H> {
                     drained = true;
                     break;
                 }
-                Ok((_, short)) if short => {
+                Ok((_, short)) if short && !slot.peer_closed => {
                     drained = true;
                     break;
                 }
@@ -391,6 +401,7 @@ impl<H: Handler> Server<H> {
                 key: key as u32,
                 generation: slot.generation,
             },
+            direct: None,
         };
         while slot.conn.pending_output() > 0 {
             let (first, second) = slot.conn.output();
@@ -445,6 +456,7 @@ impl<H: Handler> Server<H> {
                 key: key as u32,
                 generation: slot.generation,
             },
+            direct: None,
         };
         slot.conn.abort(&mut env);
         slot.conn.release(&mut self.pool);
@@ -550,6 +562,7 @@ impl<H: Handler> Server<H> {
                 key: key as u32,
                 generation: slot.generation,
             },
+            direct: None,
         };
         f(&mut slot.conn, &mut env);
     }
@@ -576,6 +589,12 @@ impl<H: Handler> Server<H> {
         for key in keys {
             self.remove(key);
         }
+    }
+}
+
+impl Transmit for TcpStream {
+    fn transmit(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
     }
 }
 
@@ -631,6 +650,7 @@ impl Ctx<'_> {
             self.config,
             self.stats,
             self.now,
+            None,
         ))
     }
 

@@ -115,6 +115,7 @@ impl<H: Handler> Endpoint<H> {
                     key: 0,
                     generation: 0,
                 },
+                direct: None,
             },
         )
     }
