@@ -1,0 +1,491 @@
+//! WebSocket frames as the client sees them: building masked client frames into an output
+//! buffer (RFC 6455 §5.2/§5.3) and incrementally parsing the server's unmasked replies, including
+//! the 126 (16-bit) and 127 (64-bit) length forms, without copying data payloads.
+
+use std::fmt;
+
+/// Continuation frame.
+pub const OP_CONT: u8 = 0x0;
+/// Text frame.
+pub const OP_TEXT: u8 = 0x1;
+/// Binary frame.
+pub const OP_BINARY: u8 = 0x2;
+/// Close frame.
+pub const OP_CLOSE: u8 = 0x8;
+/// Ping frame.
+pub const OP_PING: u8 = 0x9;
+/// Pong frame.
+pub const OP_PONG: u8 = 0xA;
+
+/// XORs `buf` with the 4-byte `key`, where `buf[0]` sits at offset `phase` of the masked
+/// payload (so a payload can be masked in pieces). Works a u64 at a time.
+pub fn mask_in_place(buf: &mut [u8], key: [u8; 4], phase: usize) {
+    let mut k = [0u8; 8];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = key[(phase + i) % 4];
+    }
+    let word = u64::from_ne_bytes(k);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_ne_bytes(w) ^ word;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= k[i];
+    }
+}
+
+/// Appends a frame header for a masked client frame with FIN set.
+pub fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize, key: [u8; 4]) {
+    out.push(0x80 | (opcode & 0x0F));
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+}
+
+/// Appends one complete masked client frame (FIN set) whose payload is the concatenation of
+/// `parts` (for example a per-message tag and a shared body).
+pub fn push_masked_frame(out: &mut Vec<u8>, opcode: u8, parts: &[&[u8]], key: [u8; 4]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.reserve(len + 14);
+    push_header(out, opcode, len, key);
+    let start = out.len();
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    mask_in_place(&mut out[start..], key, 0);
+}
+
+/// Why a server frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The server masked a frame (servers must not, §5.1).
+    Masked,
+    /// RSV bits set without a negotiated extension.
+    Reserved,
+    /// An opcode from the reserved ranges.
+    BadOpcode(u8),
+    /// A control frame that is fragmented or longer than 125 bytes.
+    BadControl,
+    /// Continuation without a message, or a new message inside a fragmented one.
+    BadContinuation,
+    /// A 64-bit length with the most significant bit set.
+    BadLength,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Masked => write!(f, "server frame is masked"),
+            FrameError::Reserved => write!(f, "RSV bits set"),
+            FrameError::BadOpcode(o) => write!(f, "reserved opcode {o:#x}"),
+            FrameError::BadControl => write!(f, "fragmented or oversized control frame"),
+            FrameError::BadContinuation => write!(f, "unexpected continuation state"),
+            FrameError::BadLength => write!(f, "64-bit length with MSB set"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// One step of parsed server output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A piece of a data message's payload. `start` marks the first piece of a message (with its
+    /// opcode), `end` the last one; a zero-length message is one piece with both set.
+    Data {
+        /// Opcode of the message (text or binary).
+        opcode: u8,
+        /// First piece of the message.
+        start: bool,
+        /// Last piece of the message.
+        end: bool,
+        /// The bytes, borrowed from the input.
+        payload: &'a [u8],
+    },
+    /// A complete control frame.
+    Control {
+        /// Close, ping or pong.
+        opcode: u8,
+        /// Its payload (at most 125 bytes).
+        payload: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Header,
+    Payload,
+}
+
+/// Incremental parser for unmasked server frames. Feed it bytes with [`FrameParser::next`]
+/// until the input is used up; data payloads are handed out as borrowed slices.
+#[derive(Debug)]
+pub struct FrameParser {
+    state: State,
+    hdr: [u8; 14],
+    hdr_len: usize,
+    remaining: u64,
+    opcode: u8,
+    fin: bool,
+    msg_opcode: u8,
+    in_message: bool,
+    msg_fresh: bool,
+    ctrl: Vec<u8>,
+}
+
+impl Default for FrameParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameParser {
+    /// A parser waiting for the first frame header.
+    pub fn new() -> Self {
+        FrameParser {
+            state: State::Header,
+            hdr: [0; 14],
+            hdr_len: 0,
+            remaining: 0,
+            opcode: 0,
+            fin: false,
+            msg_opcode: 0,
+            in_message: false,
+            msg_fresh: false,
+            ctrl: Vec::new(),
+        }
+    }
+
+    /// Length of the header once its first two bytes are known.
+    fn header_len(b1: u8) -> usize {
+        let ext = match b1 & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+    }
+
+    /// Consumes bytes from `data`; returns how many were used and at most one event.
+    /// Call again with the rest until it is empty. `(0, None)` never happens for non-empty input.
+    pub fn next<'a>(&mut self, data: &'a [u8]) -> Result<(usize, Option<Event<'a>>), FrameError> {
+        match self.state {
+            State::Header => {
+                let mut used = 0;
+                let need = loop {
+                    let need = if self.hdr_len < 2 {
+                        2
+                    } else {
+                        Self::header_len(self.hdr[1])
+                    };
+                    if self.hdr_len >= need {
+                        break need;
+                    }
+                    if used == data.len() {
+                        return Ok((used, None));
+                    }
+                    let take = (need - self.hdr_len).min(data.len() - used);
+                    self.hdr[self.hdr_len..self.hdr_len + take]
+                        .copy_from_slice(&data[used..used + take]);
+                    self.hdr_len += take;
+                    used += take;
+                };
+                let ev = self.finish_header(need)?;
+                Ok((used, ev))
+            }
+            State::Payload => {
+                let take = (self.remaining.min(data.len() as u64)) as usize;
+                self.remaining -= take as u64;
+                let done = self.remaining == 0;
+                if done {
+                    self.state = State::Header;
+                }
+                if self.opcode >= 0x8 {
+                    self.ctrl.extend_from_slice(&data[..take]);
+                    if done {
+                        let payload = std::mem::take(&mut self.ctrl);
+                        return Ok((
+                            take,
+                            Some(Event::Control {
+                                opcode: self.opcode,
+                                payload,
+                            }),
+                        ));
+                    }
+                    return Ok((take, None));
+                }
+                let start = self.msg_fresh;
+                self.msg_fresh = false;
+                let end = done && self.fin;
+                if end {
+                    self.in_message = false;
+                }
+                Ok((
+                    take,
+                    Some(Event::Data {
+                        opcode: self.msg_opcode,
+                        start,
+                        end,
+                        payload: &data[..take],
+                    }),
+                ))
+            }
+        }
+    }
+
+    fn finish_header(&mut self, need: usize) -> Result<Option<Event<'static>>, FrameError> {
+        let h = &self.hdr;
+        self.hdr_len = 0;
+        let fin = h[0] & 0x80 != 0;
+        if h[0] & 0x70 != 0 {
+            return Err(FrameError::Reserved);
+        }
+        if h[1] & 0x80 != 0 {
+            return Err(FrameError::Masked);
+        }
+        let opcode = h[0] & 0x0F;
+        let len = match h[1] & 0x7F {
+            126 => u16::from_be_bytes([h[2], h[3]]) as u64,
+            127 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[2..10]);
+                let l = u64::from_be_bytes(b);
+                if l >> 63 != 0 {
+                    return Err(FrameError::BadLength);
+                }
+                l
+            }
+            l => l as u64,
+        };
+        debug_assert!(need <= 14);
+        match opcode {
+            OP_CLOSE | OP_PING | OP_PONG => {
+                if !fin || len > 125 {
+                    return Err(FrameError::BadControl);
+                }
+            }
+            OP_CONT => {
+                if !self.in_message {
+                    return Err(FrameError::BadContinuation);
+                }
+            }
+            OP_TEXT | OP_BINARY => {
+                if self.in_message {
+                    return Err(FrameError::BadContinuation);
+                }
+                self.in_message = true;
+                self.msg_fresh = true;
+                self.msg_opcode = opcode;
+            }
+            o => return Err(FrameError::BadOpcode(o)),
+        }
+        self.opcode = opcode;
+        self.fin = fin;
+        self.remaining = len;
+        if len > 0 {
+            self.state = State::Payload;
+            return Ok(None);
+        }
+        // Zero-length frame: report it right away.
+        if opcode >= 0x8 {
+            return Ok(Some(Event::Control {
+                opcode,
+                payload: Vec::new(),
+            }));
+        }
+        let start = self.msg_fresh;
+        self.msg_fresh = false;
+        if fin {
+            self.in_message = false;
+        }
+        Ok(Some(Event::Data {
+            opcode: self.msg_opcode,
+            start,
+            end: fin,
+            payload: &[],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unmask(frame: &[u8]) -> Vec<u8> {
+        // Test helper: decode one masked client frame back to its payload.
+        let b1 = frame[1] & 0x7F;
+        let (len, mut pos) = match b1 {
+            126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+            127 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&frame[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            l => (l as usize, 2),
+        };
+        let key = [frame[pos], frame[pos + 1], frame[pos + 2], frame[pos + 3]];
+        pos += 4;
+        let mut p = frame[pos..pos + len].to_vec();
+        mask_in_place(&mut p, key, 0);
+        p
+    }
+
+    #[test]
+    fn rfc_masked_hello_vector() {
+        let mut out = Vec::new();
+        push_masked_frame(&mut out, OP_TEXT, &[b"Hello"], [0x37, 0xfa, 0x21, 0x3d]);
+        assert_eq!(
+            out,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
+
+    #[test]
+    fn masking_matches_byte_loop_at_every_phase_and_length() {
+        let key = [0xde, 0xad, 0xbe, 0xef];
+        for len in 0..40 {
+            for phase in 0..4 {
+                let src: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(31)).collect();
+                let mut fast = src.clone();
+                mask_in_place(&mut fast, key, phase);
+                let slow: Vec<u8> = src
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ key[(i + phase) % 4])
+                    .collect();
+                assert_eq!(fast, slow, "len {len} phase {phase}");
+            }
+        }
+    }
+
+    #[test]
+    fn parts_are_masked_as_one_payload() {
+        let key = [1, 2, 3, 4];
+        let mut a = Vec::new();
+        push_masked_frame(&mut a, OP_BINARY, &[b"abc", b"defghij"], key);
+        let mut b = Vec::new();
+        push_masked_frame(&mut b, OP_BINARY, &[b"abcdefghij"], key);
+        assert_eq!(a, b);
+        assert_eq!(unmask(&a), b"abcdefghij");
+    }
+
+    #[test]
+    fn header_length_forms() {
+        let key = [9, 8, 7, 6];
+        for (len, hdr_len, b1) in [
+            (0usize, 2usize, 0x80u8),
+            (125, 2, 0x80 | 125),
+            (126, 4, 0x80 | 126),
+            (65535, 4, 0x80 | 126),
+            (65536, 10, 0x80 | 127),
+        ] {
+            let payload = vec![b'x'; len];
+            let mut out = Vec::new();
+            push_masked_frame(&mut out, OP_BINARY, &[&payload], key);
+            assert_eq!(out[0], 0x82);
+            assert_eq!(out[1], b1);
+            assert_eq!(out.len(), hdr_len + 4 + len);
+            assert_eq!(unmask(&out), payload);
+        }
+    }
+
+    /// Feeds `bytes` in pieces of `step` and collects (opcode, start, end, payload) per message.
+    fn parse_all(bytes: &[u8], step: usize) -> Result<Vec<(u8, Vec<u8>)>, FrameError> {
+        let mut p = FrameParser::new();
+        let mut msgs = Vec::new();
+        let mut cur: Option<(u8, Vec<u8>)> = None;
+        for chunk in bytes.chunks(step.max(1)) {
+            let mut pos = 0;
+            while pos < chunk.len() {
+                let (n, ev) = p.next(&chunk[pos..])?;
+                pos += n;
+                match ev {
+                    Some(Event::Data {
+                        opcode,
+                        start,
+                        end,
+                        payload,
+                    }) => {
+                        if start {
+                            assert!(cur.is_none());
+                            cur = Some((opcode, Vec::new()));
+                        }
+                        let c = cur.as_mut().expect("data without start");
+                        c.1.extend_from_slice(payload);
+                        if end {
+                            msgs.extend(cur.take());
+                        }
+                    }
+                    Some(Event::Control { opcode, payload }) => msgs.push((opcode, payload)),
+                    None => assert!(n > 0 || pos == chunk.len()),
+                }
+            }
+        }
+        Ok(msgs)
+    }
+
+    #[test]
+    fn parses_rfc_vectors_in_any_split() {
+        let mut bytes = vec![0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        bytes.extend_from_slice(&[
+            0x01, 0x03, 0x48, 0x65, 0x6c, 0x89, 0x00, 0x80, 0x02, 0x6c, 0x6f,
+        ]);
+        bytes.extend_from_slice(&[0x82, 0x7e, 0x01, 0x00]);
+        bytes.extend(std::iter::repeat(7u8).take(256));
+        bytes.extend_from_slice(&[0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
+        bytes.extend(std::iter::repeat(9u8).take(65536));
+        bytes.extend_from_slice(&[0x82, 0x00]);
+        for step in [1, 2, 3, 5, 7, 100, 1 << 20] {
+            let msgs = parse_all(&bytes, step).expect("valid stream");
+            assert_eq!(msgs.len(), 6, "step {step}");
+            assert_eq!(msgs[0], (OP_TEXT, b"Hello".to_vec()));
+            // The ping arrives between the fragments, so it completes first.
+            assert_eq!(msgs[1], (OP_PING, Vec::new()));
+            assert_eq!(msgs[2], (OP_TEXT, b"Hello".to_vec()));
+            assert_eq!(msgs[3], (OP_BINARY, vec![7u8; 256]));
+            assert_eq!(msgs[4].1.len(), 65536);
+            assert_eq!(msgs[5], (OP_BINARY, Vec::new()));
+        }
+        // The trailing empty binary message.
+        let mut p = FrameParser::new();
+        let (n, ev) = p.next(&[0x82, 0x00]).expect("ok");
+        assert_eq!(n, 2);
+        assert_eq!(
+            ev,
+            Some(Event::Data {
+                opcode: OP_BINARY,
+                start: true,
+                end: true,
+                payload: &[]
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_server_frames() {
+        let cases: [(&[u8], FrameError); 6] = [
+            (&[0x81, 0x85, 1, 2, 3, 4, 0, 0, 0, 0, 0], FrameError::Masked),
+            (&[0xC1, 0x00], FrameError::Reserved),
+            (&[0x83, 0x00], FrameError::BadOpcode(3)),
+            (&[0x09, 0x00], FrameError::BadControl),
+            (&[0x80, 0x00], FrameError::BadContinuation),
+            (
+                &[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0],
+                FrameError::BadLength,
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(parse_all(bytes, 1), Err(want));
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `load`: the load generator and comparison harness for wsreactor. A single-threaded,
+//! edge-triggered mio client ([`engine`]) drives the `echo`, `raw` and `connections` workloads
+//! ([`workloads`]); [`compare`] builds and starts wsreactor and its peers and runs the same
+//! workloads against each, writing a table and a chart.
+
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub mod compare;
+pub mod engine;
+pub mod frame;
+pub mod handshake;
+pub mod payload;
+pub mod progress;
+pub mod report;
+pub mod stats;
+pub mod svg;
+pub mod sys;
+pub mod units;
+pub mod workloads;

@@ -1,0 +1,177 @@
+//! End-to-end: builds the `peers` crate's `peer-tungstenite` and `peer-raw` binaries (a no-op
+//! when they are fresh), starts them on ephemeral loopback ports, and runs tiny bounded echo,
+//! raw and connections workloads in-process against them, asserting zero errors.
+
+use load::engine::Mode;
+use load::payload::Kind;
+use load::workloads::{run_connections, run_echo, ConnectionsConfig, EchoConfig};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A peer we started; killed by its PID on drop.
+struct Peer {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds (if needed) and returns the path of a `peers` binary in this test's target dir and
+/// profile.
+fn peer_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-HASH
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("profile dir")
+        .to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-q", "-p", "peers", "--bin", name])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build for the peers");
+    assert!(st.success(), "cargo build -p peers --bin {name} failed");
+    let p = profile_dir.join(name);
+    assert!(p.exists(), "{} missing after build", p.display());
+    p
+}
+
+fn start(name: &str) -> Peer {
+    let bin = peer_binary(name);
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start peer");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.split("listening on ").nth(1) {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("peer printed 'listening on'");
+    Peer { child, addr }
+}
+
+fn echo_cfg(
+    mode: Mode,
+    url: String,
+    conns: usize,
+    size: usize,
+    kind: Kind,
+    pid: i32,
+) -> EchoConfig {
+    EchoConfig {
+        mode,
+        url,
+        connections: conns,
+        size,
+        kind,
+        pipeline: 4,
+        rate: None,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_millis(800),
+        connect_rate: 0.0,
+        max_pending: 16,
+        source_ips: 0,
+        server_pid: Some(pid),
+        progress: false,
+    }
+}
+
+#[test]
+fn echo_raw_and_connections_against_real_peers() {
+    let ws = start("peer-tungstenite");
+    let pid = ws.child.id() as i32;
+    let url = format!("ws://{}/echo", ws.addr);
+
+    // Small text messages with multi-byte characters.
+    let r = run_echo(&echo_cfg(
+        Mode::WebSocket,
+        url.clone(),
+        2,
+        100,
+        Kind::Text,
+        pid,
+    ))
+    .expect("echo run");
+    assert_eq!(r.error_total, 0, "errors: {:?}", r.errors);
+    assert!(r.messages > 0);
+    assert!(r.server_cpu_us_per_msg.is_some());
+
+    // Binary messages large enough for the 64-bit length form, and empty ones.
+    for size in [70_000, 0] {
+        let r = run_echo(&echo_cfg(
+            Mode::WebSocket,
+            url.clone(),
+            1,
+            size,
+            Kind::Binary,
+            pid,
+        ))
+        .expect("echo run");
+        assert_eq!(r.error_total, 0, "size {size}: {:?}", r.errors);
+        assert!(r.messages > 0, "size {size}");
+    }
+
+    // Idle connections, memory sample, and a probe echo while they are open.
+    let c = run_connections(&ConnectionsConfig {
+        url,
+        connections: 200,
+        connect_rate: 0.0,
+        max_pending: 64,
+        settle: Duration::from_millis(200),
+        hold: Duration::ZERO,
+        source_ips: 0,
+        server_pid: Some(pid),
+        progress: false,
+    })
+    .expect("connections run");
+    assert_eq!(c.opened, 200);
+    assert!(c.probe_ok, "{c:?}");
+    assert_eq!(c.error_total, 0, "{:?}", c.errors);
+    assert!(c.server_bytes_per_conn.is_some());
+
+    let raw = start("peer-raw");
+    let r = run_echo(&echo_cfg(
+        Mode::Raw,
+        format!("tcp://{}", raw.addr),
+        2,
+        1000,
+        Kind::Binary,
+        raw.child.id() as i32,
+    ))
+    .expect("raw run");
+    assert_eq!(r.error_total, 0, "errors: {:?}", r.errors);
+    assert!(r.messages > 0);
+}
+
+#[test]
+fn refuses_non_loopback_targets() {
+    let e = load::engine::Target::parse("ws://10.1.2.3:80/").expect_err("not loopback");
+    assert!(e.contains("loopback"), "{e}");
+    let t = load::engine::Target::parse("ws://127.0.0.1:9001/chat").expect("loopback");
+    assert_eq!(t.path, "/chat");
+    assert_eq!(t.host, "127.0.0.1:9001");
+}
