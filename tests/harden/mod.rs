@@ -1,0 +1,579 @@
+//! Harness for the hardening tests (`limits.rs`, `abuse.rs`): a server in a thread whose handler
+//! publishes what it saw (counters, the largest backlog it ever queued, close codes) so a test
+//! can watch the server while it runs, and a raw client that writes exactly the bytes a test
+//! wants and reads frames back with a timeout on every socket, so a bug fails a test instead of
+//! hanging it.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wsreactor::{Config, Conn, ConnId, Ctx, Handler, Message, Request, SendStatus, Server, Stats};
+
+/// Every client socket gets this read and write timeout.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the server's handler saw, readable by the test while the server runs.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// Server counters, refreshed on every tick (10 ms).
+    pub stats: Stats,
+    /// TCP connections the reactor holds, refreshed on every tick.
+    pub connections: usize,
+    /// Open WebSocket connections, refreshed on every tick.
+    pub open: usize,
+    /// Ticks so far (a tick after an event proves the event was handled).
+    pub ticks: u64,
+    pub messages: u64,
+    /// Largest `buffered_amount` seen right after any send.
+    pub max_buffered: usize,
+    pub sent: u64,
+    pub backpressure: u64,
+    pub dropped: u64,
+    pub drains: u64,
+    pub opens: u64,
+    /// Codes passed to `on_close`, in order.
+    pub closes: Vec<u16>,
+}
+
+pub type Shared = Arc<Mutex<Seen>>;
+
+/// Echoes every message, with a few commands (text messages) for tests:
+/// `panic` panics; `flood N SIZE` sends N binary messages of SIZE bytes at once, ignoring
+/// backpressure; `close CODE` closes with CODE.
+pub struct Probe {
+    pub seen: Shared,
+    /// Panic in `on_open` when the request path is `/panic-open`.
+    pub panic_on_open_path: bool,
+}
+
+impl Probe {
+    pub fn new() -> (Probe, Shared) {
+        let seen = Shared::default();
+        (
+            Probe {
+                seen: Arc::clone(&seen),
+                panic_on_open_path: true,
+            },
+            seen,
+        )
+    }
+
+    fn record(&self, conn: &Conn<'_>, status: SendStatus) {
+        let mut seen = lock(&self.seen);
+        seen.sent += 1;
+        seen.max_buffered = seen.max_buffered.max(conn.buffered_amount());
+        match status {
+            SendStatus::Backpressure => seen.backpressure += 1,
+            SendStatus::Dropped => seen.dropped += 1,
+            SendStatus::Sent | SendStatus::Closed => {}
+        }
+    }
+}
+
+impl Handler for Probe {
+    fn on_open(&mut self, _conn: &mut Conn<'_>, request: &Request<'_>) {
+        lock(&self.seen).opens += 1;
+        if self.panic_on_open_path && request.path == "/panic-open" {
+            panic!("test handler panics in on_open on purpose");
+        }
+    }
+
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+        lock(&self.seen).messages += 1;
+        if let Message::Text(text) = message {
+            if text == "panic" {
+                panic!("test handler panics in on_message on purpose");
+            }
+            if let Some(args) = text.strip_prefix("flood ") {
+                let mut args = args.split(' ').map(|a| a.parse::<usize>().unwrap_or(0));
+                let (count, size) = (args.next().unwrap_or(0), args.next().unwrap_or(0));
+                let payload = vec![0x5a; size];
+                for _ in 0..count {
+                    let status = conn.send_binary(&payload);
+                    self.record(conn, status);
+                    if status == SendStatus::Dropped {
+                        break;
+                    }
+                }
+                return;
+            }
+            if let Some(code) = text.strip_prefix("close ") {
+                conn.close(code.parse().unwrap_or(1000), "asked to");
+                return;
+            }
+        }
+        let status = match message {
+            Message::Text(text) => conn.send_text(text),
+            Message::Binary(data) => conn.send_binary(data),
+        };
+        self.record(conn, status);
+    }
+
+    fn on_close(&mut self, _id: ConnId, code: u16, _reason: &str) {
+        lock(&self.seen).closes.push(code);
+    }
+
+    fn on_drain(&mut self, _conn: &mut Conn<'_>) {
+        lock(&self.seen).drains += 1;
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let mut seen = lock(&self.seen);
+        seen.stats = ctx.stats();
+        seen.connections = ctx.connection_count();
+        seen.open = ctx.open_count();
+        seen.ticks += 1;
+    }
+}
+
+/// Locks even if a failed assertion poisoned the mutex in another thread.
+pub fn lock(seen: &Shared) -> MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A test configuration: ephemeral port, 10 ms ticks, short timeouts.
+pub fn config() -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tick_interval: Some(Duration::from_millis(10)),
+        handshake_timeout: Duration::from_secs(5),
+        close_timeout: Duration::from_secs(2),
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..Config::default()
+    }
+}
+
+/// A server running in its own thread; shut down on drop.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub seen: Shared,
+    shutdown: wsreactor::ShutdownHandle,
+    thread: Option<JoinHandle<Stats>>,
+}
+
+impl Running {
+    pub fn start(config: Config) -> Running {
+        let (probe, seen) = Probe::new();
+        Running::with_handler(config, probe, seen)
+    }
+
+    pub fn with_handler<H: Handler + Send + 'static>(
+        config: Config,
+        handler: H,
+        seen: Shared,
+    ) -> Running {
+        let mut server = Server::bind(config, handler).expect("bind");
+        let addr = server.local_addr();
+        let shutdown = server.shutdown_handle();
+        let thread = std::thread::spawn(move || {
+            server.run().expect("reactor failed");
+            *server.stats()
+        });
+        Running {
+            addr,
+            seen,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    /// A snapshot of what the handler saw.
+    pub fn seen(&self) -> Seen {
+        lock(&self.seen).clone()
+    }
+
+    /// Waits (at most `within`) until `cond` holds on a snapshot taken after a fresh tick.
+    pub fn wait_for(&self, within: Duration, what: &str, cond: impl Fn(&Seen) -> bool) -> Seen {
+        let start = Instant::now();
+        loop {
+            let ticks = lock(&self.seen).ticks;
+            // A tick that started after this point reflects everything that happened before.
+            while lock(&self.seen).ticks < ticks + 2 {
+                assert!(
+                    start.elapsed() < within,
+                    "timed out after {within:?} waiting for: {what}; seen {:?}",
+                    self.seen()
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let seen = self.seen();
+            if cond(&seen) {
+                return seen;
+            }
+            assert!(
+                start.elapsed() < within,
+                "timed out after {within:?} waiting for: {what}; seen {seen:?}"
+            );
+        }
+    }
+
+    /// Graceful shutdown; returns the final counters.
+    pub fn stop(mut self) -> Stats {
+        self.shutdown.shutdown();
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("reactor thread panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---- raw client ---------------------------------------------------------------------------
+
+pub const KEY: &str = "x3JJHMbDL1EzLkh9GBhXDw==";
+pub const ACCEPT: &str = "HSmrc0sMlYUkAGmm5OPpG2HaGWk=";
+
+pub fn upgrade_request(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A masked client frame, built here independently of the server's encoder.
+pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x9c, 0x21, 0x7e, 0x03];
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// A frame as the server sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The status code of a close frame (1005 when empty).
+    pub fn close_code(&self) -> u16 {
+        assert_eq!(self.opcode, 0x8, "expected a close frame, got {self:?}");
+        match self.payload.as_slice() {
+            [] => 1005,
+            [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+            _ => panic!("close payload of one byte"),
+        }
+    }
+}
+
+/// A raw WebSocket (or plain TCP) client with a timeout on every read and write.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Only a TCP connection.
+    pub fn tcp(addr: SocketAddr) -> Client {
+        Client::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A WebSocket over a connection with small socket buffers (see
+    /// [`connect_with_small_buffers`]).
+    pub fn ws_small_buffers(addr: SocketAddr, receive: i32, send: i32) -> Client {
+        let mut client = Client::from_stream(connect_with_small_buffers(addr, receive, send));
+        client.send(&upgrade_request("/"));
+        let head = client.read_head().expect("response head");
+        assert!(head.starts_with("HTTP/1.1 101 "), "no upgrade: {head}");
+        client
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A TCP connection upgraded to a WebSocket (asserts the 101).
+    pub fn ws(addr: SocketAddr) -> Client {
+        Client::ws_path(addr, "/")
+    }
+
+    pub fn ws_path(addr: SocketAddr, path: &str) -> Client {
+        let mut client = Client::tcp(addr);
+        client.send(&upgrade_request(path));
+        let head = client.read_head().expect("response head");
+        assert!(head.starts_with("HTTP/1.1 101 "), "no upgrade: {head}");
+        assert!(head.contains(ACCEPT), "wrong accept key: {head}");
+        client
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        self.send(&frame(fin, opcode, payload));
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send_frame(true, 0x1, text.as_bytes());
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads an HTTP response head (up to the blank line).
+    pub fn read_head(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..at + 4).collect();
+                return Ok(String::from_utf8_lossy(&head).into_owned());
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF in head: {:?}", String::from_utf8_lossy(&self.buf)),
+                ));
+            }
+        }
+    }
+
+    /// The status code of the next HTTP response.
+    pub fn read_status(&mut self) -> u16 {
+        let head = self.read_head().expect("response head");
+        head.get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line: {head}"))
+    }
+
+    /// Reads one server frame (server frames are never masked).
+    pub fn read_frame(&mut self) -> io::Result<Frame> {
+        loop {
+            if self.buf.len() >= 2 {
+                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
+                let (len, at) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => {
+                        let mut n = [0u8; 8];
+                        n.copy_from_slice(&self.buf[2..10]);
+                        (u64::from_be_bytes(n) as usize, 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if at > 0 && self.buf.len() >= at + len {
+                    let frame = Frame {
+                        fin: self.buf[0] & 0x80 != 0,
+                        opcode: self.buf[0] & 0x0f,
+                        payload: self.buf[at..at + len].to_vec(),
+                    };
+                    self.buf.drain(..at + len);
+                    return Ok(frame);
+                }
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in frame"));
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code. Pings and pongs are skipped.
+    pub fn expect_close(&mut self) -> u16 {
+        loop {
+            let frame = self.read_frame().expect("a close frame");
+            match frame.opcode {
+                0x8 => return frame.close_code(),
+                0x9 | 0xA => continue,
+                _ => panic!("expected a close, got {frame:?}"),
+            }
+        }
+    }
+
+    /// True when the server closed the TCP connection (EOF or reset) within `within`,
+    /// discarding whatever else arrives meanwhile.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let start = Instant::now();
+        let mut chunk = [0u8; 64 * 1024];
+        self.stream
+            .set_read_timeout(Some(within.max(Duration::from_millis(1))))
+            .expect("timeout");
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+            if start.elapsed() >= within {
+                return false;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives (and the socket stays open) for `quiet`.
+    pub fn assert_silent(&mut self, quiet: Duration) {
+        self.stream.set_read_timeout(Some(quiet)).expect("timeout");
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("expected silence, got {other:?}"),
+        }
+        self.stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("timeout");
+    }
+
+    /// A clean close from our side: close 1000, the echo, then the server's EOF.
+    pub fn close(mut self) {
+        self.send_frame(true, 0x8, &1000u16.to_be_bytes());
+        assert_eq!(self.expect_close(), 1000);
+        assert!(
+            self.closed_within(IO_TIMEOUT),
+            "server kept the socket open"
+        );
+    }
+
+    /// Half-closes our side (FIN) while still reading.
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+
+    /// Closes the socket with a TCP reset instead of a FIN.
+    pub fn reset(self) {
+        set_linger_zero(&self.stream);
+        drop(self.stream);
+    }
+}
+
+/// SO_LINGER with a zero timeout: `close` then sends RST and discards unsent data.
+pub fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor and a correctly sized, initialised option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+}
+
+/// A TCP connection whose SO_RCVBUF is set to `receive` bytes and SO_SNDBUF to `send` before
+/// it connects (the kernel doubles the values and turns autotuning off), so that a peer that
+/// stops reading fills the pipe quickly (and one that writes does so fast). Shrinking the buffers after the handshake instead would make the
+/// kernel drop data it already allowed in the window, and stall on retransmission timers.
+pub fn connect_with_small_buffers(addr: SocketAddr, receive: i32, send: i32) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor we own, with correctly sized arguments; the
+    // descriptor is handed to `TcpStream`, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = TcpStream::from_raw_fd(fd);
+        for (option, bytes) in [(libc::SO_RCVBUF, receive), (libc::SO_SNDBUF, send)] {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0, "setsockopt(buffer size)");
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", io::Error::last_os_error());
+        stream
+    }
+}
+
+/// After an abuse: a brand-new client (tungstenite) still gets a prompt, correct echo.
+pub fn assert_serves_fresh_client(addr: SocketAddr) {
+    let start = Instant::now();
+    let stream = TcpStream::connect(addr).expect("fresh client connects");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let (mut ws, _) =
+        tungstenite::client(format!("ws://{addr}/"), stream).expect("fresh client handshake");
+    ws.send(tungstenite::Message::text("still there?"))
+        .expect("fresh client send");
+    let reply = ws.read().expect("fresh client echo");
+    assert_eq!(reply, tungstenite::Message::text("still there?"));
+    ws.send(tungstenite::Message::binary(vec![7u8; 1000]))
+        .expect("fresh client send");
+    let reply = ws.read().expect("fresh client echo");
+    assert!(
+        reply == tungstenite::Message::binary(vec![7u8; 1000]),
+        "wrong echo of {} bytes",
+        reply.len()
+    );
+    let _ = ws.close(None);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "fresh client took {:?}",
+        start.elapsed()
+    );
+}
