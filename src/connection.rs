@@ -67,6 +67,47 @@ pub struct Connection {
     flags: u8,
 }
 
+/// What every connection on one reactor shares, owned in one place so that a connection can
+/// borrow all of it at once, as an [`Env`], while its own slot is borrowed too.
+#[derive(Debug)]
+pub(crate) struct Shared<H> {
+    pub handler: H,
+    pub config: Config,
+    pub pool: BusyPool,
+    pub stats: Stats,
+    /// Milliseconds since the reactor started.
+    pub now: u64,
+}
+
+impl<H> Shared<H> {
+    pub(crate) fn new(config: Config, handler: H) -> Self {
+        Shared {
+            handler,
+            config,
+            pool: BusyPool::default(),
+            stats: Stats::default(),
+            now: 0,
+        }
+    }
+
+    /// Everything connection `id` needs for one call; `direct` lends its socket for large sends.
+    pub(crate) fn env<'a>(
+        &'a mut self,
+        id: ConnId,
+        direct: Option<&'a dyn Transmit>,
+    ) -> Env<'a, H> {
+        Env {
+            handler: &mut self.handler,
+            config: &self.config,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            now: self.now,
+            id,
+            direct,
+        }
+    }
+}
+
 /// What the connection borrows from its owner for one call.
 pub(crate) struct Env<'a, H> {
     pub handler: &'a mut H,

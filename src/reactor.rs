@@ -22,7 +22,7 @@ use slab::Slab;
 
 use crate::buffers::BusyPool;
 use crate::config::Config;
-use crate::connection::{Conn, Connection, Env, Transmit};
+use crate::connection::{Conn, Connection, Env, Shared, Transmit};
 use crate::frame::close_code;
 use crate::handler::{ConnId, Handler};
 use crate::stats::Stats;
@@ -48,6 +48,15 @@ struct Slot {
     peer_closed: bool,
 }
 
+impl Slot {
+    fn id(&self, key: usize) -> ConnId {
+        ConnId {
+            key: key as u32,
+            generation: self.generation,
+        }
+    }
+}
+
 /// Asks a running [`Server`] to shut down gracefully, from any thread (a signal handler thread,
 /// a test).
 #[derive(Debug, Clone)]
@@ -71,11 +80,9 @@ pub struct Server<H: Handler> {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     slots: Slab<Slot>,
-    handler: H,
-    config: Config,
+    /// Handler, configuration, buffer pool, counters and clock: what connections borrow.
+    shared: Shared<H>,
     scratch: Vec<u8>,
-    pool: BusyPool,
-    stats: Stats,
     /// Connections that stopped at their read budget (or resumed after backpressure) and may
     /// have unread data that no new edge will announce.
     ready: Vec<usize>,
@@ -87,7 +94,6 @@ pub struct Server<H: Handler> {
     listener_ready: bool,
     accept_paused: bool,
     start: Instant,
-    now: u64,
     tick_ms: u64,
     next_sweep: u64,
     next_app_tick: Option<u64>,
@@ -101,7 +107,7 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr)
             .field("connections", &self.slots.len())
-            .field("stats", &self.stats)
+            .field("stats", &self.shared.stats)
             .finish_non_exhaustive()
     }
 }
@@ -126,10 +132,7 @@ impl<H: Handler> Server<H> {
             // Reserved up front: pages never touched are never resident, and the slab then
             // never doubles (and copies) under a connection storm.
             slots: Slab::with_capacity(config.max_connections),
-            handler,
             scratch: vec![0; config.read_buffer_size],
-            pool: BusyPool::default(),
-            stats: Stats::default(),
             ready: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -138,14 +141,13 @@ impl<H: Handler> Server<H> {
             listener_ready: false,
             accept_paused: false,
             start: Instant::now(),
-            now: 0,
             tick_ms,
             next_sweep: tick_ms,
             next_app_tick: config.tick_interval.map(|t| t.as_millis() as u64),
             requested: Arc::new(AtomicBool::new(false)),
             waker,
             shutdown_deadline: None,
-            config,
+            shared: Shared::new(config, handler),
         })
     }
 
@@ -164,12 +166,12 @@ impl<H: Handler> Server<H> {
 
     /// Counters so far.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// The handler (for example to read what it collected after `run` returns).
     pub fn handler(&self) -> &H {
-        &self.handler
+        &self.shared.handler
     }
 
     /// Serves until a graceful shutdown completes.
@@ -180,7 +182,7 @@ impl<H: Handler> Server<H> {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutdown_deadline {
-                if self.slots.is_empty() || self.now >= deadline {
+                if self.slots.is_empty() || self.shared.now >= deadline {
                     self.drop_all();
                     return Ok(());
                 }
@@ -191,7 +193,7 @@ impl<H: Handler> Server<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            self.now = self.start.elapsed().as_millis() as u64;
+            self.shared.now = self.start.elapsed().as_millis() as u64;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_ready(),
@@ -229,7 +231,7 @@ impl<H: Handler> Server<H> {
         if let Some(deadline) = self.shutdown_deadline {
             next = next.min(deadline);
         }
-        Duration::from_millis(next.saturating_sub(self.now))
+        Duration::from_millis(next.saturating_sub(self.shared.now))
     }
 
     // ---- accept ----------------------------------------------------------------------------
@@ -240,7 +242,7 @@ impl<H: Handler> Server<H> {
             return;
         };
         for _ in 0..ACCEPT_BUDGET {
-            if self.slots.len() >= self.config.max_connections {
+            if self.slots.len() >= self.shared.config.max_connections {
                 // Resumed when a slot frees; until then the kernel's backlog holds the rest.
                 self.accept_paused = true;
                 return;
@@ -257,8 +259,8 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
-            if self.pending_handshakes >= self.config.max_pending_handshakes {
-                self.stats.refused += 1;
+            if self.pending_handshakes >= self.shared.config.max_pending_handshakes {
+                self.shared.stats.refused += 1;
                 continue; // dropped: too many connections still silent
             }
             let _ = stream.set_nodelay(true);
@@ -279,14 +281,14 @@ impl<H: Handler> Server<H> {
             self.next_generation = self.next_generation.wrapping_add(1);
             entry.insert(Slot {
                 stream,
-                conn: Connection::new(self.now, &self.config),
+                conn: Connection::new(self.shared.now, &self.shared.config),
                 generation: self.next_generation,
                 handshaking: true,
                 queued: false,
                 peer_closed: false,
             });
             self.pending_handshakes += 1;
-            self.stats.accepted += 1;
+            self.shared.stats.accepted += 1;
         }
         self.listener_ready = true;
     }
@@ -296,30 +298,15 @@ impl<H: Handler> Server<H> {
     fn read_ready(&mut self, key: usize) {
         let Server {
             slots,
-            handler,
-            config,
+            shared,
             scratch,
-            pool,
-            stats,
             ready,
-            now,
             ..
         } = self;
         let Some(slot) = slots.get_mut(key) else {
             return;
         };
-        let mut env = Env {
-            handler,
-            config,
-            pool,
-            stats,
-            now: *now,
-            id: ConnId {
-                key: key as u32,
-                generation: slot.generation,
-            },
-            direct: Some(&slot.stream),
-        };
+        let mut env = shared.env(slot.id(key), Some(&slot.stream));
         let mut drained = false;
         for _ in 0..READ_BUDGET {
             if !slot.conn.wants_read() {
@@ -379,30 +366,15 @@ impl<H: Handler> Server<H> {
     fn flush(&mut self, key: usize) {
         let Server {
             slots,
-            handler,
-            config,
-            pool,
-            stats,
+            shared,
             ready,
-            now,
             pending_handshakes,
             ..
         } = self;
         let Some(slot) = slots.get_mut(key) else {
             return;
         };
-        let mut env = Env {
-            handler,
-            config,
-            pool,
-            stats,
-            now: *now,
-            id: ConnId {
-                key: key as u32,
-                generation: slot.generation,
-            },
-            direct: None,
-        };
+        let mut env = shared.env(slot.id(key), None);
         while slot.conn.pending_output() > 0 {
             let (first, second) = slot.conn.output();
             let total = first.len() + second.len();
@@ -446,20 +418,10 @@ impl<H: Handler> Server<H> {
         if slot.handshaking {
             self.pending_handshakes -= 1;
         }
-        let mut env = Env {
-            handler: &mut self.handler,
-            config: &self.config,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            now: self.now,
-            id: ConnId {
-                key: key as u32,
-                generation: slot.generation,
-            },
-            direct: None,
-        };
+        let id = slot.id(key);
+        let mut env = self.shared.env(id, None);
         slot.conn.abort(&mut env);
-        slot.conn.release(&mut self.pool);
+        slot.conn.release(&mut self.shared.pool);
         // Dropping the stream closes the socket, which also removes it from the epoll set.
         drop(slot.stream);
         if self.accept_paused {
@@ -496,31 +458,34 @@ impl<H: Handler> Server<H> {
     // ---- timers ----------------------------------------------------------------------------
 
     fn run_timers(&mut self) {
-        if self.now >= self.next_sweep {
-            self.next_sweep = self.now + self.tick_ms;
+        if self.shared.now >= self.next_sweep {
+            self.next_sweep = self.shared.now + self.tick_ms;
             self.sweep_deadlines();
-            if self.accept_paused && self.slots.len() < self.config.max_connections {
+            if self.accept_paused && self.slots.len() < self.shared.config.max_connections {
                 self.accept_paused = false;
                 self.accept_ready();
             }
         }
-        if let (Some(at), Some(interval)) = (self.next_app_tick, self.config.tick_interval) {
-            if self.now >= at {
-                self.next_app_tick = Some(self.now + (interval.as_millis() as u64).max(1));
+        if let (Some(at), Some(interval)) = (self.next_app_tick, self.shared.config.tick_interval) {
+            if self.shared.now >= at {
+                self.next_app_tick = Some(self.shared.now + (interval.as_millis() as u64).max(1));
                 let mut ctx = Ctx {
                     slots: &mut self.slots,
-                    pool: &mut self.pool,
-                    config: &self.config,
-                    stats: &mut self.stats,
+                    pool: &mut self.shared.pool,
+                    config: &self.shared.config,
+                    stats: &mut self.shared.stats,
                     dirty: &mut self.dirty,
-                    now: self.now,
+                    now: self.shared.now,
                 };
-                let handler = &mut self.handler;
+                let handler = &mut self.shared.handler;
                 let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     handler.on_tick(&mut ctx)
                 }));
                 if ticked.is_err() {
-                    crate::connection::handler_panicked(&self.config, &mut self.stats);
+                    crate::connection::handler_panicked(
+                        &self.shared.config,
+                        &mut self.shared.stats,
+                    );
                 }
                 self.flush_dirty();
             }
@@ -529,7 +494,7 @@ impl<H: Handler> Server<H> {
 
     /// O(1) per connection per tick: a connection's deadline is one integer, checked here.
     fn sweep_deadlines(&mut self) {
-        let now = self.now;
+        let now = self.shared.now;
         let mut expired = std::mem::take(&mut self.expired);
         expired.clear();
         expired.extend(
@@ -552,18 +517,8 @@ impl<H: Handler> Server<H> {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let mut env = Env {
-            handler: &mut self.handler,
-            config: &self.config,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            now: self.now,
-            id: ConnId {
-                key: key as u32,
-                generation: slot.generation,
-            },
-            direct: None,
-        };
+        let id = slot.id(key);
+        let mut env = self.shared.env(id, None);
         f(&mut slot.conn, &mut env);
     }
 
@@ -574,7 +529,8 @@ impl<H: Handler> Server<H> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.listener_ready = false;
-        self.shutdown_deadline = Some(self.now + self.config.close_timeout.as_millis() as u64);
+        self.shutdown_deadline =
+            Some(self.shared.now + self.shared.config.close_timeout.as_millis() as u64);
         let keys: Vec<usize> = self.slots.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.with_env(key, |conn, env| {

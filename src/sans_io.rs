@@ -5,9 +5,8 @@
 //! Owns nothing of its own but the wiring: the state machine is the reactor's very
 //! `Connection`, with its own buffer pool, counters and clock.
 
-use crate::buffers::BusyPool;
 use crate::config::Config;
-use crate::connection::{Connection, Env};
+use crate::connection::{Connection, Env, Shared};
 use crate::handler::{ConnId, Handler};
 use crate::stats::Stats;
 
@@ -15,11 +14,7 @@ use crate::stats::Stats;
 #[derive(Debug)]
 pub struct Endpoint<H: Handler> {
     conn: Connection,
-    handler: H,
-    config: Config,
-    pool: BusyPool,
-    stats: Stats,
-    now_ms: u64,
+    shared: Shared<H>,
 }
 
 impl<H: Handler> Endpoint<H> {
@@ -27,11 +22,7 @@ impl<H: Handler> Endpoint<H> {
     pub fn new(config: Config, handler: H) -> Self {
         Endpoint {
             conn: Connection::new(0, &config),
-            handler,
-            config,
-            pool: BusyPool::default(),
-            stats: Stats::default(),
-            now_ms: 0,
+            shared: Shared::new(config, handler),
         }
     }
 
@@ -53,9 +44,9 @@ impl<H: Handler> Endpoint<H> {
 
     /// Moves the clock forward and fires the connection's timeout if it is due.
     pub fn advance(&mut self, ms: u64) {
-        self.now_ms += ms;
+        self.shared.now += ms;
         let deadline = self.conn.deadline();
-        if deadline != 0 && deadline <= self.now_ms {
+        if deadline != 0 && deadline <= self.shared.now {
             let (conn, mut env) = self.split();
             conn.handle_timeout(&mut env);
         }
@@ -94,30 +85,20 @@ impl<H: Handler> Endpoint<H> {
 
     /// The handler, to inspect what it recorded.
     pub fn handler(&self) -> &H {
-        &self.handler
+        &self.shared.handler
     }
 
     /// Counters for this connection.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.shared.stats
     }
 
     fn split(&mut self) -> (&mut Connection, Env<'_, H>) {
-        (
-            &mut self.conn,
-            Env {
-                handler: &mut self.handler,
-                config: &self.config,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-                now: self.now_ms,
-                id: ConnId {
-                    key: 0,
-                    generation: 0,
-                },
-                direct: None,
-            },
-        )
+        let id = ConnId {
+            key: 0,
+            generation: 0,
+        };
+        (&mut self.conn, self.shared.env(id, None))
     }
 }
 
