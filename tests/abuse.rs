@@ -2,12 +2,14 @@
 //! moments, absurd lengths, pathological fragmentation. After each, the server holds no trace
 //! of the abuser and still serves a fresh client promptly.
 
+mod common;
 mod harden;
 
 use std::io::{ErrorKind, Write};
 use std::time::{Duration, Instant};
 
-use harden::{assert_serves_fresh_client, config, frame, Client, Running, IO_TIMEOUT};
+use common::masked_frame;
+use harden::{assert_serves_fresh_client, config, Client, Running, IO_TIMEOUT};
 use wsreactor::Config;
 
 #[test]
@@ -59,7 +61,7 @@ fn ping_flood_is_answered_in_order_and_paused_when_unread() {
     // 1. 10,000 pings while reading: 10,000 pongs with the same payloads, in order.
     let mut client = Client::ws(server.addr);
     let pings: Vec<u8> = (0u32..10_000)
-        .flat_map(|i| frame(true, 0x9, &i.to_be_bytes()))
+        .flat_map(|i| masked_frame(true, 0x9, &i.to_be_bytes()))
         .collect();
     let mut writer = client.stream.try_clone().unwrap();
     let writing = std::thread::spawn(move || writer.write_all(&pings));
@@ -79,7 +81,7 @@ fn ping_flood_is_answered_in_order_and_paused_when_unread() {
     //    queueing pongs without bound (it would hit max_backlog and drop us otherwise).
     let mut mute = Client::ws_small_buffers(server.addr, 16 * 1024, 1 << 20);
     mute.stream.set_nonblocking(true).unwrap();
-    let ping = frame(true, 0x9, &[0x33; 125]);
+    let ping = masked_frame(true, 0x9, &[0x33; 125]);
     let (mut whole, mut partial, mut total) = (0usize, 0usize, 0usize);
     let mut stuck_since: Option<Instant> = None;
     loop {
@@ -133,15 +135,15 @@ fn reset_in_the_middle_of_a_frame_is_cleaned_up() {
         let mut client = Client::ws(server.addr);
         match i % 4 {
             // Inside a frame header.
-            0 => client.send(&frame(true, 0x2, &[1; 300])[..3]),
+            0 => client.send(&masked_frame(true, 0x2, &[1; 300])[..3]),
             // Inside a small payload.
-            1 => client.send(&frame(true, 0x1, &[b'a'; 300])[..100]),
+            1 => client.send(&masked_frame(true, 0x1, &[b'a'; 300])[..100]),
             // Inside a large payload (read straight into the message buffer).
-            2 => client.send(&frame(true, 0x2, &[2; 200_000])[..120_000]),
+            2 => client.send(&masked_frame(true, 0x2, &[2; 200_000])[..120_000]),
             // Inside the second fragment of a message.
             _ => {
                 client.send_frame(false, 0x2, &[3; 1000]);
-                client.send(&frame(true, 0x0, &[3; 1000])[..500]);
+                client.send(&masked_frame(true, 0x0, &[3; 1000])[..500]);
             }
         }
         // Let the server read what was sent before the reset arrives.
@@ -163,7 +165,7 @@ fn reset_in_the_middle_of_a_handshake_frees_its_pending_place() {
         max_pending_handshakes: 4,
         ..config()
     });
-    let request = harden::upgrade_request("/");
+    let request = common::upgrade_request("/", "").into_bytes();
     for i in 0..60 {
         let mut client = Client::tcp(server.addr);
         client.send(&request[..(i * 7) % (request.len() - 1) + 1]);
@@ -202,7 +204,7 @@ fn half_closed_peers_get_their_replies_then_the_server_closes() {
 
     // The request head and the FIN in one go: the 101 still comes, then the close.
     let mut client = Client::tcp(server.addr);
-    client.send(&harden::upgrade_request("/"));
+    client.send(common::upgrade_request("/", "").as_bytes());
     client.shutdown_write();
     assert!(client.read_head().unwrap().starts_with("HTTP/1.1 101"));
     assert!(
@@ -221,7 +223,7 @@ fn half_closed_peers_get_their_replies_then_the_server_closes() {
 
     // A large message split mid-frame, then FIN.
     let mut client = Client::ws(server.addr);
-    client.send(&frame(true, 0x2, &[9; 100_000])[..60_000]);
+    client.send(&masked_frame(true, 0x2, &[9; 100_000])[..60_000]);
     client.shutdown_write();
     assert!(
         client.closed_within(Duration::from_secs(1)),
@@ -283,15 +285,15 @@ fn ten_thousand_tiny_fragments_make_one_message() {
     let mut wire = Vec::new();
     for (i, byte) in message.bytes().enumerate() {
         let opcode = if i == 0 { 0x1 } else { 0x0 };
-        wire.extend(frame(false, opcode, &[byte]));
+        wire.extend(masked_frame(false, opcode, &[byte]));
         if i % 1000 == 999 {
-            wire.extend(frame(true, 0x9, format!("p{i}").as_bytes()));
+            wire.extend(masked_frame(true, 0x9, format!("p{i}").as_bytes()));
         }
         if i == 5000 {
-            wire.extend(frame(false, 0x0, &[]));
+            wire.extend(masked_frame(false, 0x0, &[]));
         }
     }
-    wire.extend(frame(true, 0x0, &[]));
+    wire.extend(masked_frame(true, 0x0, &[]));
     assert!(message.len() > 9_990);
     let mut writer = client.stream.try_clone().unwrap();
     let writing = std::thread::spawn(move || writer.write_all(&wire));
@@ -315,13 +317,13 @@ fn control_frames_interleaved_with_fragments() {
     let server = Running::start(config());
     let mut client = Client::ws(server.addr);
     // ping, unsolicited pong, ping between fragments: two pongs, then the whole message.
-    let mut wire = frame(false, 0x2, b"one ");
-    wire.extend(frame(true, 0x9, b"a"));
-    wire.extend(frame(false, 0x0, b"two "));
-    wire.extend(frame(true, 0xA, b"unsolicited"));
-    wire.extend(frame(false, 0x0, b"three "));
-    wire.extend(frame(true, 0x9, b"b"));
-    wire.extend(frame(true, 0x0, b"four"));
+    let mut wire = masked_frame(false, 0x2, b"one ");
+    wire.extend(masked_frame(true, 0x9, b"a"));
+    wire.extend(masked_frame(false, 0x0, b"two "));
+    wire.extend(masked_frame(true, 0xA, b"unsolicited"));
+    wire.extend(masked_frame(false, 0x0, b"three "));
+    wire.extend(masked_frame(true, 0x9, b"b"));
+    wire.extend(masked_frame(true, 0x0, b"four"));
     client.send(&wire);
     assert_eq!(client.read_frame().unwrap().payload, b"a");
     assert_eq!(client.read_frame().unwrap().payload, b"b");
@@ -332,13 +334,13 @@ fn control_frames_interleaved_with_fragments() {
     );
 
     // A close in the middle of a fragmented message: echoed, and the half message is dropped.
-    let mut wire = frame(false, 0x1, b"never ");
-    wire.extend(frame(true, 0x9, b"c"));
-    wire.extend(frame(true, 0x8, &4001u16.to_be_bytes()));
-    wire.extend(frame(true, 0x0, b"delivered"));
+    let mut wire = masked_frame(false, 0x1, b"never ");
+    wire.extend(masked_frame(true, 0x9, b"c"));
+    wire.extend(masked_frame(true, 0x8, &4001u16.to_be_bytes()));
+    wire.extend(masked_frame(true, 0x0, b"delivered"));
     client.send(&wire);
     assert_eq!(client.read_frame().unwrap().payload, b"c");
-    assert_eq!(client.read_frame().unwrap().close_code(), 4001);
+    assert_eq!(client.read_frame().unwrap().expect_close_code(), 4001);
     assert!(client.closed_within(Duration::from_secs(1)));
     let seen = server.wait_for(IO_TIMEOUT, "closed", |s| s.connections == 0);
     assert_eq!(seen.messages, 1);

@@ -4,6 +4,8 @@
 //! Each test runs `wsreactor::app::App` (the handler the binary runs) in a `Server` on an
 //! ephemeral 127.0.0.1 port, in a thread that is shut down and joined at the end.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -122,8 +124,8 @@ impl Http {
     /// Reads one response; `head_only` for a reply to `HEAD` (no body follows its head).
     fn reply(&mut self, head_only: bool) -> Reply {
         let head_end = loop {
-            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
+            if let Some(len) = common::head_len(&self.buf) {
+                break len;
             }
             assert!(self.fill() > 0, "connection closed before a full head");
         };

@@ -4,13 +4,15 @@
 //! Limits and timeouts are configured small (tens to hundreds of milliseconds, kilobytes), so
 //! nothing here sleeps long; every client socket has a read timeout.
 
+mod common;
 mod harden;
 
 use std::io::{ErrorKind, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harden::{assert_serves_fresh_client, config, frame, Client, Running, IO_TIMEOUT};
+use common::masked_frame;
+use harden::{assert_serves_fresh_client, config, Client, Running, IO_TIMEOUT};
 use wsreactor::Config;
 
 // ---- request head ---------------------------------------------------------------------------
@@ -81,7 +83,7 @@ fn frame_over_max_frame_size_is_1009_before_its_payload_is_sent() {
     client.send_frame(true, 0x2, &[1u8; 1024]);
     assert_eq!(client.read_frame().unwrap().payload, vec![1u8; 1024]);
     // One byte more: only the header is sent, and the answer comes without the payload.
-    let header = &frame(true, 0x2, &[0u8; 1025])[..8];
+    let header = &masked_frame(true, 0x2, &[0u8; 1025])[..8];
     client.send(header);
     assert_eq!(client.expect_close(), 1009);
     let seen = server.wait_for(IO_TIMEOUT, "close 1009 reported", |s| {
@@ -110,7 +112,7 @@ fn message_over_max_message_size_is_1009_at_the_fragment_that_breaches_it() {
     for _ in 0..3 {
         client.send_frame(false, 0x0, &[3u8; 1024]);
     }
-    client.send(&frame(true, 0x0, &[3u8])[..6]); // header only
+    client.send(&masked_frame(true, 0x0, &[3u8])[..6]); // header only
     assert_eq!(client.expect_close(), 1009);
     assert_serves_fresh_client(server.addr);
 }
@@ -126,7 +128,7 @@ fn at_max_connections_the_next_client_waits_in_the_backlog_until_a_slot_frees() 
     let mut held: Vec<Client> = (0..4).map(|_| Client::ws(server.addr)).collect();
     // The fifth connects (the kernel queues it) but is not served.
     let mut waiting = Client::tcp(server.addr);
-    waiting.send(&harden::upgrade_request("/"));
+    waiting.send(common::upgrade_request("/", "").as_bytes());
     waiting.assert_silent(Duration::from_millis(300));
     let seen = server.seen();
     assert_eq!(seen.connections, 4, "{seen:?}");
@@ -158,7 +160,7 @@ fn above_max_pending_handshakes_new_sockets_are_dropped() {
     server.wait_for(IO_TIMEOUT, "one refused", |s| s.stats.refused == 1);
     // Open connections do not count: once one silent socket upgrades, there is room again.
     let mut upgraded = silent.into_iter().next().unwrap();
-    upgraded.send(&harden::upgrade_request("/"));
+    upgraded.send(common::upgrade_request("/", "").as_bytes());
     assert!(upgraded.read_head().unwrap().starts_with("HTTP/1.1 101"));
     let mut next = Client::ws(server.addr);
     next.send_text("ok");
@@ -233,7 +235,7 @@ fn idle_connection_is_pinged_then_closed_1001_when_no_pong_comes() {
     let start = Instant::now();
     assert_eq!(mute.read_frame().unwrap().opcode, 0x9);
     let pinged = start.elapsed();
-    assert_eq!(mute.read_frame().unwrap().close_code(), 1001);
+    assert_eq!(mute.read_frame().unwrap().expect_close_code(), 1001);
     let closed = start.elapsed();
     assert!(mute.closed_within(Duration::from_secs(1)), "not dropped");
     let dropped = start.elapsed();
@@ -261,7 +263,7 @@ fn idle_without_auto_ping_closes_1001_directly() {
     });
     let mut client = Client::ws(server.addr);
     let frame = client.read_frame().unwrap();
-    assert_eq!(frame.close_code(), 1001, "{frame:?}");
+    assert_eq!(frame.expect_close_code(), 1001, "{frame:?}");
     // We answer the close: the server closes the TCP connection at once.
     client.send_frame(true, 0x8, &1001u16.to_be_bytes());
     assert!(client.closed_within(Duration::from_millis(500)));
@@ -275,7 +277,7 @@ fn peer_that_never_answers_our_close_is_dropped_at_the_close_timeout() {
     });
     let mut client = Client::ws(server.addr);
     client.send_text("close 4000");
-    assert_eq!(client.read_frame().unwrap().close_code(), 4000);
+    assert_eq!(client.read_frame().unwrap().expect_close_code(), 4000);
     let start = Instant::now();
     // We keep the socket open and say nothing; data we send meanwhile is discarded.
     client.send_text("ignored");
@@ -325,7 +327,7 @@ fn peer_that_sends_but_never_reads_is_paused_at_high_water_and_loses_nothing() {
         if pending.is_empty() {
             let mut payload = vec![(sent % 251) as u8; MSG];
             payload[..4].copy_from_slice(&sent.to_be_bytes());
-            pending = frame(true, 0x2, &payload);
+            pending = masked_frame(true, 0x2, &payload);
             sent += 1;
         }
         match hog.stream.write(&pending) {

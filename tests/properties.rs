@@ -7,6 +7,9 @@
 //!   ends in a defined answer (an HTTP status, well-formed frames, a valid close code) and
 //!   never panics.
 
+mod common;
+
+use common::{head_len, masked_frame_with_key, parse_frame, Frame};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use wsreactor::config::HEADER_ARRAY;
@@ -41,25 +44,6 @@ fn config() -> Config {
         max_message_size: 1 << 20,
         ..Config::default()
     }
-}
-
-/// A masked client frame.
-fn client_frame(fin: bool, opcode: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::from(fin) << 7 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
 }
 
 /// One message to send: text or binary, its payload, where to cut it into fragments, and
@@ -119,9 +103,9 @@ fn encode(messages: &[Planned]) -> Vec<u8> {
                 0x2
             };
             let piece = &m.payload[bounds[i]..bounds[i + 1]];
-            wire.extend(client_frame(i + 1 == pieces, opcode, m.key, piece));
+            wire.extend(masked_frame_with_key(i + 1 == pieces, opcode, m.key, piece));
             if m.pings[i % m.pings.len()] {
-                wire.extend(client_frame(true, 0x9, m.key, &[i as u8; 3]));
+                wire.extend(masked_frame_with_key(true, 0x9, m.key, &[i as u8; 3]));
             }
         }
     }
@@ -143,41 +127,22 @@ fn run(bytes: &[u8], cuts: &[prop::sample::Index]) -> (Endpoint<Recorder>, Vec<u
     (endpoint, out)
 }
 
-/// A frame the server sent, checked for well-formedness.
-#[derive(Debug)]
-struct ServerFrame {
-    opcode: u8,
-    payload: Vec<u8>,
-}
-
 /// Splits server output into frames; panics on anything malformed.
-fn server_frames(mut out: &[u8]) -> Vec<ServerFrame> {
+fn server_frames(mut out: &[u8]) -> Vec<Frame> {
     let mut frames = Vec::new();
     while !out.is_empty() {
         assert!(out.len() >= 2, "truncated frame header");
         assert_eq!(out[0] & 0x70, 0, "RSV bits in a server frame");
-        assert_eq!(out[1] & 0x80, 0, "masked server frame");
-        let opcode = out[0] & 0x0f;
+        // Panics on a masked server frame.
+        let (frame, used) = parse_frame(out).expect("truncated frame payload");
+        let opcode = frame.opcode;
         assert!(
             matches!(opcode, 0x1 | 0x2 | 0x8 | 0x9 | 0xA),
             "unexpected opcode {opcode}"
         );
-        assert!(out[0] & 0x80 != 0, "the server sends whole messages");
-        let (len, at) = match out[1] & 0x7f {
-            126 => (u16::from_be_bytes([out[2], out[3]]) as usize, 4),
-            127 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&out[2..10]);
-                (u64::from_be_bytes(n) as usize, 10)
-            }
-            n => (n as usize, 2),
-        };
-        assert!(out.len() >= at + len, "truncated frame payload");
-        frames.push(ServerFrame {
-            opcode,
-            payload: out[at..at + len].to_vec(),
-        });
-        out = &out[at + len..];
+        assert!(frame.fin, "the server sends whole messages");
+        frames.push(frame);
+        out = &out[used..];
     }
     frames
 }
@@ -186,13 +151,13 @@ fn server_frames(mut out: &[u8]) -> Vec<ServerFrame> {
 fn http_status(out: &[u8]) -> (u16, &[u8]) {
     assert!(out.starts_with(b"HTTP/1.1 "), "not an HTTP response");
     let status = std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap();
-    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let end = head_len(out).unwrap();
     (status, &out[end..])
 }
 
 /// The answer to a connection that went wrong: one close frame with a code the server may
 /// send, and nothing after it.
-fn check_frames_end_well(frames: &[ServerFrame]) {
+fn check_frames_end_well(frames: &[Frame]) {
     if let Some(at) = frames.iter().position(|f| f.opcode == 0x8) {
         assert_eq!(at, frames.len() - 1, "frames after the close frame");
         let payload = &frames[at].payload;
@@ -302,7 +267,7 @@ proptest! {
                     frames
                         .into_iter()
                         .flat_map(|(opcode, fin, masked, payload)| {
-                            let mut f = client_frame(fin, opcode, [1, 2, 3, 4], &payload);
+                            let mut f = masked_frame_with_key(fin, opcode, [1, 2, 3, 4], &payload);
                             if !masked {
                                 f[1] &= 0x7f;
                                 f.drain(f.len() - payload.len() - 4..f.len() - payload.len());

@@ -66,12 +66,41 @@ struct Traffic {
     /// PID of the server, to report its CPU time per message.
     #[arg(long)]
     server_pid: Option<i32>,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// How a report is shown.
+#[derive(Args, Debug)]
+struct Output {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
+}
+
+impl Output {
+    /// A progress bar only for a human reading a text report.
+    fn progress(&self) -> bool {
+        !self.quiet && !self.json
+    }
+
+    /// Prints `report` as JSON or as the text `summary` makes of it.
+    fn print<T: serde::Serialize>(
+        &self,
+        report: &T,
+        summary: fn(&T) -> String,
+    ) -> Result<(), String> {
+        if self.json {
+            let s = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+            out(&format!("{s}\n"));
+        } else {
+            out(&summary(report));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -118,12 +147,8 @@ struct ConnArgs {
     /// PID of the server, to report its memory per connection.
     #[arg(long)]
     server_pid: Option<i32>,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    /// No progress bar.
-    #[arg(short = 'q', long)]
-    quiet: bool,
+    #[command(flatten)]
+    out: Output,
 }
 
 fn echo_config(mode: Mode, url: String, kind: Kind, t: &Traffic) -> EchoConfig {
@@ -141,7 +166,7 @@ fn echo_config(mode: Mode, url: String, kind: Kind, t: &Traffic) -> EchoConfig {
         max_pending: t.max_pending,
         source_ips: t.source_ips,
         server_pid: t.server_pid,
-        progress: !t.quiet && !t.json,
+        progress: t.out.progress(),
     }
 }
 
@@ -151,32 +176,17 @@ fn out(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
-    out(&format!("{s}\n"));
-    Ok(())
+/// Runs the `echo` or `raw` workload and prints its report.
+fn echo(mode: Mode, url: String, kind: Kind, t: &Traffic) -> Result<bool, String> {
+    let r = workloads::run_echo(&echo_config(mode, url, kind, t))?;
+    t.out.print(&r, report::echo_summary)?;
+    Ok(r.error_total == 0)
 }
 
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.cmd {
-        Cmd::Echo(a) => {
-            let r = workloads::run_echo(&echo_config(Mode::WebSocket, a.url, a.kind, &a.t))?;
-            if a.t.json {
-                print_json(&r)?;
-            } else {
-                out(&report::echo_summary(&r));
-            }
-            Ok(r.error_total == 0)
-        }
-        Cmd::Raw(a) => {
-            let r = workloads::run_echo(&echo_config(Mode::Raw, a.url, Kind::Binary, &a.t))?;
-            if a.t.json {
-                print_json(&r)?;
-            } else {
-                out(&report::echo_summary(&r));
-            }
-            Ok(r.error_total == 0)
-        }
+        Cmd::Echo(a) => echo(Mode::WebSocket, a.url, a.kind, &a.t),
+        Cmd::Raw(a) => echo(Mode::Raw, a.url, Kind::Binary, &a.t),
         Cmd::Connections(a) => {
             let r = workloads::run_connections(&ConnectionsConfig {
                 url: a.url,
@@ -187,13 +197,9 @@ fn run(cli: Cli) -> Result<bool, String> {
                 hold: a.hold,
                 source_ips: a.source_ips,
                 server_pid: a.server_pid,
-                progress: !a.quiet && !a.json,
+                progress: a.out.progress(),
             })?;
-            if a.json {
-                print_json(&r)?;
-            } else {
-                out(&report::connections_summary(&r));
-            }
+            a.out.print(&r, report::connections_summary)?;
             Ok(r.error_total == 0 && r.probe_ok)
         }
         Cmd::Compare(a) => compare::run(&a),

@@ -136,8 +136,8 @@ fn open_more(
     }
 }
 
-/// Connects `n` connections with the given depth; returns when all opened or failed, or at
-/// `timeout`.
+/// Connects `n` connections with the given depth; returns when all opened or failed, or at the
+/// timeout: `grace` plus the time pacing at `rate` per second takes (none when unpaced).
 #[allow(clippy::too_many_arguments)]
 fn connect_phase(
     eng: &mut Engine,
@@ -145,9 +145,15 @@ fn connect_phase(
     depth: usize,
     rate: f64,
     max_pending: usize,
-    timeout: Duration,
+    grace: Duration,
     bar: &Progress,
 ) -> Result<(), String> {
+    let timeout = grace
+        + if rate > 0.0 {
+            Duration::from_secs_f64(n as f64 / rate)
+        } else {
+            Duration::ZERO
+        };
     let start = Instant::now();
     let mut attempted = 0;
     bar.phase("connecting", n as u64);
@@ -197,19 +203,13 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);
-    let connect_timeout = Duration::from_secs(10)
-        + if cfg.connect_rate > 0.0 {
-            Duration::from_secs_f64(cfg.connections as f64 / cfg.connect_rate)
-        } else {
-            Duration::ZERO
-        };
     connect_phase(
         &mut eng,
         cfg.connections,
         cfg.pipeline,
         cfg.connect_rate,
         cfg.max_pending,
-        connect_timeout,
+        Duration::from_secs(10),
         &bar,
     )?;
     let connected = eng.opened();
@@ -415,19 +415,13 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
     let bar = Progress::new(cfg.progress);
     let rss_before = cfg.server_pid.and_then(|p| sys::process_rss(p).ok());
     let start = Instant::now();
-    let timeout = Duration::from_secs(20)
-        + if cfg.connect_rate > 0.0 {
-            Duration::from_secs_f64(cfg.connections as f64 / cfg.connect_rate)
-        } else {
-            Duration::ZERO
-        };
     connect_phase(
         &mut eng,
         cfg.connections,
         0,
         cfg.connect_rate,
         cfg.max_pending,
-        timeout,
+        Duration::from_secs(20),
         &bar,
     )?;
     let opened = eng.opened();

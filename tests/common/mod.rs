@@ -1,6 +1,6 @@
 //! Shared test harness: a server on an ephemeral 127.0.0.1 port in a thread, and a raw client
-//! that writes exactly the bytes a test wants (masked frames built here, independently of the
-//! server's own encoder) and reads frames and HTTP responses back.
+//! that writes exactly the bytes a test wants (the wire pieces, in `wire.rs`, are shared with
+//! the hardening harness and the property tests) and reads frames and HTTP responses back.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -9,6 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wsreactor::{Config, Conn, Handler, Message, Server, ShutdownHandle};
+
+mod wire;
+pub use wire::*;
 
 /// Sends every message back.
 pub struct Echo;
@@ -72,55 +75,6 @@ impl Drop for TestServer {
     }
 }
 
-pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-pub fn upgrade_request(path: &str, extra: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-}
-
-/// A client frame: masked with a fixed, non-trivial key.
-pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0xa1, 0x5b, 0x3c, 0xe7];
-    let mut frame = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    let len = payload.len();
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    frame
-}
-
-/// A close frame's payload: code then reason.
-pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason);
-    payload
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub fin: bool,
-    pub opcode: u8,
-    pub payload: Vec<u8>,
-}
-
-impl Frame {
-    pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 8 && self.payload.len() >= 2)
-            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
-    }
-}
-
 /// A client speaking raw bytes.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -181,9 +135,8 @@ impl RawClient {
     /// the whole text.
     pub fn read_response_head(&mut self) -> (u16, String) {
         loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8(self.buf[..end + 4].to_vec()).expect("ascii head");
-                self.buf.drain(..end + 4);
+            if let Some(head) = take_head(&mut self.buf) {
+                let head = String::from_utf8(head).expect("ascii head");
                 let status = head
                     .split_whitespace()
                     .nth(1)
@@ -216,29 +169,8 @@ impl RawClient {
     /// The next server frame, or `None` if the server closed the connection.
     pub fn read_frame(&mut self) -> Option<Frame> {
         loop {
-            if self.buf.len() >= 2 {
-                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
-                let (len, at) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&self.buf[2..10]);
-                        (u64::from_be_bytes(b) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if at > 0 && self.buf.len() >= at + len {
-                    let frame = Frame {
-                        fin: self.buf[0] & 0x80 != 0,
-                        opcode: self.buf[0] & 0x0f,
-                        payload: self.buf[at..at + len].to_vec(),
-                    };
-                    self.buf.drain(..at + len);
-                    return Some(frame);
-                }
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return Some(frame);
             }
             if !self.fill() {
                 assert!(self.buf.is_empty(), "closed inside a frame");

@@ -2,7 +2,8 @@
 //! publishes what it saw (counters, the largest backlog it ever queued, close codes) so a test
 //! can watch the server while it runs, and a raw client that writes exactly the bytes a test
 //! wants and reads frames back with a timeout on every socket, so a bug fails a test instead of
-//! hanging it.
+//! hanging it. The wire pieces (frames, the upgrade request) come from `common`, so a test crate
+//! declares `mod common; mod harden;`.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -13,6 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wsreactor::{Config, Conn, ConnId, Ctx, Handler, Message, Request, SendStatus, Server, Stats};
+
+use crate::common::{masked_frame, take_frame, take_head, upgrade_request, Frame, ACCEPT};
 
 /// Every client socket gets this read and write timeout.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -234,58 +237,6 @@ impl Drop for Running {
 
 // ---- raw client ---------------------------------------------------------------------------
 
-pub const KEY: &str = "x3JJHMbDL1EzLkh9GBhXDw==";
-pub const ACCEPT: &str = "HSmrc0sMlYUkAGmm5OPpG2HaGWk=";
-
-pub fn upgrade_request(path: &str) -> Vec<u8> {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-/// A masked client frame, built here independently of the server's encoder.
-pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x9c, 0x21, 0x7e, 0x03];
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(if fin { 0x80 } else { 0 } | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
-}
-
-/// A frame as the server sent it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub fin: bool,
-    pub opcode: u8,
-    pub payload: Vec<u8>,
-}
-
-impl Frame {
-    /// The status code of a close frame (1005 when empty).
-    pub fn close_code(&self) -> u16 {
-        assert_eq!(self.opcode, 0x8, "expected a close frame, got {self:?}");
-        match self.payload.as_slice() {
-            [] => 1005,
-            [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
-            _ => panic!("close payload of one byte"),
-        }
-    }
-}
-
 /// A raw WebSocket (or plain TCP) client with a timeout on every read and write.
 pub struct Client {
     pub stream: TcpStream,
@@ -302,7 +253,7 @@ impl Client {
     /// [`connect_with_small_buffers`]).
     pub fn ws_small_buffers(addr: SocketAddr, receive: i32, send: i32) -> Client {
         let mut client = Client::from_stream(connect_with_small_buffers(addr, receive, send));
-        client.send(&upgrade_request("/"));
+        client.send(upgrade_request("/", "").as_bytes());
         let head = client.read_head().expect("response head");
         assert!(head.starts_with("HTTP/1.1 101 "), "no upgrade: {head}");
         client
@@ -325,7 +276,7 @@ impl Client {
 
     pub fn ws_path(addr: SocketAddr, path: &str) -> Client {
         let mut client = Client::tcp(addr);
-        client.send(&upgrade_request(path));
+        client.send(upgrade_request(path, "").as_bytes());
         let head = client.read_head().expect("response head");
         assert!(head.starts_with("HTTP/1.1 101 "), "no upgrade: {head}");
         assert!(head.contains(ACCEPT), "wrong accept key: {head}");
@@ -337,7 +288,7 @@ impl Client {
     }
 
     pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
-        self.send(&frame(fin, opcode, payload));
+        self.send(&masked_frame(fin, opcode, payload));
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -354,8 +305,7 @@ impl Client {
     /// Reads an HTTP response head (up to the blank line).
     pub fn read_head(&mut self) -> io::Result<String> {
         loop {
-            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..at + 4).collect();
+            if let Some(head) = take_head(&mut self.buf) {
                 return Ok(String::from_utf8_lossy(&head).into_owned());
             }
             if self.fill()? == 0 {
@@ -378,29 +328,8 @@ impl Client {
     /// Reads one server frame (server frames are never masked).
     pub fn read_frame(&mut self) -> io::Result<Frame> {
         loop {
-            if self.buf.len() >= 2 {
-                assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
-                let (len, at) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        let mut n = [0u8; 8];
-                        n.copy_from_slice(&self.buf[2..10]);
-                        (u64::from_be_bytes(n) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if at > 0 && self.buf.len() >= at + len {
-                    let frame = Frame {
-                        fin: self.buf[0] & 0x80 != 0,
-                        opcode: self.buf[0] & 0x0f,
-                        payload: self.buf[at..at + len].to_vec(),
-                    };
-                    self.buf.drain(..at + len);
-                    return Ok(frame);
-                }
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return Ok(frame);
             }
             if self.fill()? == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in frame"));
@@ -413,7 +342,7 @@ impl Client {
         loop {
             let frame = self.read_frame().expect("a close frame");
             match frame.opcode {
-                0x8 => return frame.close_code(),
+                0x8 => return frame.expect_close_code(),
                 0x9 | 0xA => continue,
                 _ => panic!("expected a close, got {frame:?}"),
             }

@@ -12,22 +12,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
-
-fn listen_arg() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--listen" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = a.strip_prefix("--listen=") {
-            return v.to_string();
-        }
-    }
-    "127.0.0.1:9001".to_string()
-}
 
 async fn handle_client(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
     let mut ws = fut.await?;
@@ -56,34 +40,15 @@ async fn server_upgrade(
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = listen_arg();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&addr).await?;
-        eprintln!("listening on {}", listener.local_addr()?);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        // Nagle off, as every latency-sensitive server does.
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(async move {
-                            let io = hyper_util::rt::TokioIo::new(stream);
-                            let conn = http1::Builder::new()
-                                .serve_connection(io, service_fn(server_upgrade))
-                                .with_upgrades();
-                            let _ = conn.await;
-                        });
-                    }
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
-        }
-        Ok(())
+    peers::serve_until_signal(|stream| {
+        // Nagle off, as every latency-sensitive server does.
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = http1::Builder::new()
+                .serve_connection(io, service_fn(server_upgrade))
+                .with_upgrades();
+            let _ = conn.await;
+        });
     })
 }

@@ -20,20 +20,6 @@ struct Conn {
     pending: Vec<u8>,
 }
 
-fn listen_arg() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--listen" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = a.strip_prefix("--listen=") {
-            return v.to_string();
-        }
-    }
-    "127.0.0.1:9001".to_string()
-}
-
 /// Writes as much of `buf` as the socket takes; returns the count, or an error for a dead peer.
 fn write_some(stream: &mut TcpStream, buf: &[u8]) -> std::io::Result<usize> {
     let mut done = 0;
@@ -79,7 +65,7 @@ fn pump(conn: &mut Conn, scratch: &mut [u8]) -> bool {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = listen_arg()
+    let addr = peers::listen_arg()
         .parse()
         .map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, format!("--listen: {e}")))?;
     let mut poll = Poll::new()?;

@@ -6,22 +6,7 @@
 //! ready and exits on SIGTERM or SIGINT.
 
 use futures_util::{future, StreamExt, TryStreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::signal::unix::{signal, SignalKind};
-
-fn listen_arg() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--listen" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = a.strip_prefix("--listen=") {
-            return v.to_string();
-        }
-    }
-    "127.0.0.1:9001".to_string()
-}
+use tokio::net::TcpStream;
 
 async fn serve(stream: TcpStream) {
     // Nagle off, as every latency-sensitive server does (the load generator does the same).
@@ -39,26 +24,7 @@ async fn serve(stream: TcpStream) {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = listen_arg();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&addr).await?;
-        eprintln!("listening on {}", listener.local_addr()?);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        tokio::spawn(serve(stream));
-                    }
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
-        }
-        Ok(())
+    peers::serve_until_signal(|stream| {
+        tokio::spawn(serve(stream));
     })
 }
