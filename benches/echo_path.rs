@@ -7,6 +7,8 @@
 //! and the time of that copy is *included*; `echo_path/copy_only` measures the copy alone so it
 //! can be subtracted. Output is drained into a reused `Vec` that is cleared each iteration.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -107,16 +109,9 @@ fn echo_path(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config(Duration::from_millis(500), Duration::from_millis(1000));
     targets = echo_path
 }
 criterion_main!(benches);

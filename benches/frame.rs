@@ -1,6 +1,8 @@
 //! Frame headers: decode and encode for each length form (7-bit, 16-bit and 64-bit lengths,
 //! masked as clients send them), and a stream of many small frames decoded from one buffer.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -89,16 +91,9 @@ fn stream(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config(Duration::from_millis(300), Duration::from_millis(1000));
     targets = headers, stream
 }
 criterion_main!(benches);

@@ -1,6 +1,8 @@
 //! The opening handshake: parse a typical browser upgrade request, check it (which computes the
 //! SHA-1/base64 accept key) and write the `101 Switching Protocols` response.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Duration;
@@ -76,16 +78,9 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config(Duration::from_millis(300), Duration::from_millis(1000));
     targets = handshake
 }
 criterion_main!(benches);

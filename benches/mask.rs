@@ -9,6 +9,8 @@
 //!
 //! Masking is its own inverse, so each iteration XORs the same buffer again: no reset needed.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -119,16 +121,9 @@ fn split(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(800))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config(Duration::from_millis(300), Duration::from_millis(800));
     targets = aligned, unaligned, split
 }
 criterion_main!(benches);

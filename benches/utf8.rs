@@ -5,6 +5,8 @@
 //! 4 KiB cuts fall inside code points); `invalid` (`mixed` with one bad byte in its last 4 KiB,
 //! so every validator must read almost all of it before it can refuse).
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -86,16 +88,9 @@ fn validation(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config(Duration::from_millis(500), Duration::from_millis(1000));
     targets = validation
 }
 criterion_main!(benches);
