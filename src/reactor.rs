@@ -67,6 +67,9 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Stop accepting, send close 1001 to every client, wait up to the close timeout.
+    ///
+    /// Async-signal-safe (an atomic store and an eventfd write), so it may be called from a
+    /// signal handler as well as from another thread.
     pub fn shutdown(&self) {
         self.requested.store(true, Ordering::Release);
         // A failed wake only delays shutdown until the next timer tick.
