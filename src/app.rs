@@ -17,12 +17,16 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::connection::Conn;
-use crate::handler::{ConnId, Handler, Message, SendStatus};
+use crate::handler::{ConnId, Handler, Message, MessagePart, SendStatus};
 use crate::handshake::Request;
 use crate::http::Response;
 use crate::reactor::Ctx;
 use crate::static_files::StaticFiles;
 use crate::stats::Stats;
+
+/// Messages whose first frame announces at least this many bytes, and is still arriving, are
+/// echoed in parts (a fragment per read) unless configured otherwise.
+pub const DEFAULT_STREAM_FROM: u64 = 64 << 10;
 
 /// The WebSocket path that subscribes to the stats push.
 pub const STATS_PATH: &str = "/stats";
@@ -128,6 +132,9 @@ pub struct App {
     json: String,
     /// Subscribers found gone during a push.
     gone: Vec<ConnId>,
+    /// Messages this large that are still arriving are echoed in parts as they arrive
+    /// (`Handler::stream_from`); `None`: every message is echoed whole.
+    stream_from: Option<u64>,
 }
 
 impl App {
@@ -143,7 +150,15 @@ impl App {
             previous_ms: 0,
             json: String::new(),
             gone: Vec::new(),
+            stream_from: Some(DEFAULT_STREAM_FROM),
         }
+    }
+
+    /// Echoes messages whose first frame announces at least `bytes` in parts as they arrive
+    /// (`None`: assembles every message and echoes it whole).
+    pub fn with_stream_from(mut self, bytes: Option<u64>) -> Self {
+        self.stream_from = bytes;
+        self
     }
 
     /// What plain HTTP requests are answered from.
@@ -181,6 +196,16 @@ impl Handler for App {
             Message::Text(text) => conn.send_text(text),
             Message::Binary(data) => conn.send_binary(data),
         };
+    }
+
+    fn stream_from(&self) -> Option<u64> {
+        self.stream_from
+    }
+
+    fn on_message_part(&mut self, conn: &mut Conn<'_>, part: MessagePart<'_>) {
+        // Each part is echoed as one fragment as soon as it arrives, so a large echo streams
+        // back while the rest is still coming in.
+        let _ = conn.send_part(part.kind, part.data, part.last);
     }
 
     fn on_close(&mut self, id: ConnId, _code: u16, _reason: &str) {
@@ -222,7 +247,8 @@ impl Handler for App {
                 continue; // not reading: it misses this one
             }
             match conn.send_text(&self.json) {
-                SendStatus::Sent | SendStatus::Backpressure => {}
+                // PartsOpen: an echo is being sent in parts; this push is skipped.
+                SendStatus::Sent | SendStatus::Backpressure | SendStatus::PartsOpen => {}
                 SendStatus::Closed | SendStatus::Dropped => self.gone.push(id),
             }
         }

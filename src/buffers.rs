@@ -40,6 +40,9 @@ pub(crate) struct Busy {
     pub message: Vec<u8>,
     /// Text or Binary while a message is in progress.
     pub message_kind: Option<OpCode>,
+    /// Bytes of a message handled in parts already handed to the handler (nothing of it is
+    /// kept; this is for `max_message_size`).
+    pub streamed: u64,
     /// UTF-8 state of the text message in progress.
     pub utf8: Utf8Validator,
     /// The frame whose payload is still arriving.
@@ -59,6 +62,7 @@ impl Busy {
             head: Vec::new(),
             message: Vec::new(),
             message_kind: None,
+            streamed: 0,
             utf8: Utf8Validator::new(),
             cursor: None,
             header: [0; MAX_HEADER_LEN],
@@ -82,6 +86,7 @@ impl Busy {
         self.head.clear();
         self.message.clear();
         self.message_kind = None;
+        self.streamed = 0;
         self.utf8.reset();
         self.cursor = None;
         self.header_len = 0;

@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::buffers::{Busy, BusyPool, Cursor};
 use crate::config::{Config, HEADER_ARRAY};
 use crate::frame::{self, close_code, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
-use crate::handler::{ConnId, Handler, Message, SendStatus};
+use crate::handler::{ConnId, Handler, Message, MessageKind, MessagePart, SendStatus};
 use crate::handshake::{self, Refusal, Request, Verdict};
 use crate::http;
 use crate::mask::apply_mask;
@@ -46,6 +46,11 @@ const OPENED: u8 = 4;
 const ABORT: u8 = 8;
 /// The byte stream can no longer be parsed: ignore all input until EOF or the timeout.
 const DISCARD_INPUT: u8 = 16;
+/// The message coming in is handed to the handler in parts (`Handler::stream_from`), not
+/// assembled.
+const STREAM_IN: u8 = 32;
+/// We sent a data frame without FIN: our next data frame must be its continuation.
+const PARTS_OUT: u8 = 64;
 
 /// Payloads at least this large that are still arriving are read straight into the message
 /// buffer by the reactor, instead of through the shared read buffer.
@@ -55,6 +60,25 @@ pub(crate) const DIRECT_READ_MIN: u64 = 16 * 1024;
 /// to the socket (header and payload in one `writev`) instead of being copied into the out
 /// buffer: for a 1 MiB echo that copy costs as much as the unmasking. Smaller ones are corked.
 pub(crate) const DIRECT_WRITE_MIN: usize = 64 * 1024;
+
+/// The same for a fragment of a message sent in parts: each comes from one read, so writing it
+/// at once costs no extra syscall, while corking it costs a copy.
+const DIRECT_WRITE_PART_MIN: usize = 4 * 1024;
+
+/// The first byte of an outgoing frame, as its parts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameHead {
+    pub opcode: OpCode,
+    /// The frame ends its message (always, for control frames).
+    pub fin: bool,
+}
+
+impl FrameHead {
+    /// A frame that is a whole message, or a control frame.
+    pub(crate) fn whole(opcode: OpCode) -> Self {
+        FrameHead { opcode, fin: true }
+    }
+}
 
 /// A WebSocket connection's protocol state. Idle, it is a few words: every buffer lives in an
 /// optional [`Busy`] taken from a pool only while something is pending.
@@ -232,7 +256,8 @@ impl Connection {
         match self.state {
             State::Open if env.config.auto_ping && self.flags & PING_SENT == 0 => {
                 self.flags |= PING_SENT;
-                let _ = self.send_frame(OpCode::Ping, &[], env.pool, env.config, env.stats, None);
+                let ping = FrameHead::whole(OpCode::Ping);
+                let _ = self.send_frame(ping, &[], env.pool, env.config, env.stats, None);
                 self.deadline = env.now + env.config.idle_timeout.map_or(0, ms);
             }
             State::Open => {
@@ -518,10 +543,12 @@ impl Connection {
             if self.state == State::Closing {
                 return Some(opcode); // discarded anyway
             }
-            let (in_progress, assembled) = self
-                .busy
-                .as_ref()
-                .map_or((false, 0), |b| (b.message_kind.is_some(), b.message.len()));
+            let (in_progress, assembled) = self.busy.as_ref().map_or((false, 0), |b| {
+                (
+                    b.message_kind.is_some(),
+                    b.message.len() as u64 + b.streamed,
+                )
+            });
             if opcode == OpCode::Continuation && !in_progress {
                 break 'check Some((PROTOCOL_ERROR, "continuation without a message"));
             }
@@ -531,7 +558,7 @@ impl Connection {
             if header.payload_len > env.config.max_frame_size as u64 {
                 break 'check Some((TOO_BIG, "frame too big"));
             }
-            if assembled as u64 + header.payload_len > env.config.max_message_size as u64 {
+            if assembled + header.payload_len > env.config.max_message_size as u64 {
                 break 'check Some((TOO_BIG, "message too big"));
             }
             return Some(opcode);
@@ -564,13 +591,19 @@ impl Connection {
         env: &mut Env<'_, H>,
     ) {
         let closing = self.state == State::Closing;
+        let starts_message = !opcode.is_control() && !closing && opcode != OpCode::Continuation;
+        if starts_message && self.streams(header.payload_len, env) {
+            self.flags |= STREAM_IN;
+        }
+        let streaming = self.flags & STREAM_IN != 0;
         let busy = self.busy_mut(env.pool);
-        if !opcode.is_control() && !closing && opcode != OpCode::Continuation {
+        if starts_message {
             busy.message_kind = Some(opcode);
             busy.utf8.reset();
             busy.message.clear();
+            busy.streamed = 0;
         }
-        if !opcode.is_control() && !closing {
+        if !opcode.is_control() && !closing && !streaming {
             // Bounded by max_frame_size, checked above. Capacity that is never written to
             // costs address space, not memory.
             busy.message.reserve(header.payload_len as usize);
@@ -584,13 +617,61 @@ impl Connection {
             phase: 0,
         });
         if header.payload_len == 0 {
-            self.finish_payload(env);
+            if streaming && !opcode.is_control() && !closing {
+                // An empty fragment of a message handled in parts (its header came in pieces).
+                busy.cursor = None;
+                self.stream_part(&[], header.fin, env);
+            } else {
+                self.finish_payload(env);
+            }
         }
+    }
+
+    /// Whether a message whose first frame announces `len` bytes, and cannot be handed over
+    /// whole now, is to be handed to the handler in parts.
+    fn streams<H: Handler>(&mut self, len: u64, env: &mut Env<'_, H>) -> bool {
+        self.state == State::Open
+            && guard(env, |handler| handler.stream_from())
+                .flatten()
+                .is_some_and(|from| len >= from.max(1))
+    }
+
+    /// Hands the handler the next bytes of a message handled in parts (checked first, if text).
+    /// `last`: they end the message.
+    fn stream_part<H: Handler>(&mut self, data: &[u8], last: bool, env: &mut Env<'_, H>) {
+        let busy = self.busy_mut(env.pool);
+        let Some(opcode) = busy.message_kind else {
+            return;
+        };
+        let kind = if opcode == OpCode::Text {
+            if busy.utf8.feed(data).is_err() || (last && busy.utf8.finish().is_err()) {
+                return self.fail_bad_text(env);
+            }
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        let first = busy.streamed == 0;
+        busy.streamed += data.len() as u64;
+        if last {
+            busy.message_kind = None;
+            busy.streamed = 0;
+            self.flags &= !STREAM_IN;
+            env.stats.messages_in += 1;
+        }
+        let part = MessagePart {
+            kind,
+            data,
+            first,
+            last,
+        };
+        self.call(env, |handler, conn| handler.on_message_part(conn, part));
     }
 
     /// Takes the next bytes of a frame in progress from `input`; returns how many it used.
     fn continue_payload<H: Handler>(&mut self, input: &mut [u8], env: &mut Env<'_, H>) -> usize {
         let closing = self.state == State::Closing;
+        let streaming = self.flags & STREAM_IN != 0;
         let busy = self.busy_mut(env.pool);
         let Some(mut cursor) = busy.cursor else {
             return 0;
@@ -601,6 +682,14 @@ impl Connection {
         cursor.remaining -= take as u64;
         busy.cursor = Some(cursor);
         let mut bad_text = false;
+        if streaming && !cursor.opcode.is_control() && !closing {
+            // Handed over in place: no copy, no buffer.
+            if cursor.remaining == 0 {
+                busy.cursor = None;
+            }
+            self.stream_part(chunk, cursor.remaining == 0 && cursor.fin, env);
+            return take;
+        }
         if cursor.opcode.is_control() {
             let at = busy.control_len as usize;
             busy.control[at..at + take].copy_from_slice(chunk);
@@ -622,7 +711,8 @@ impl Connection {
     /// Where the reactor may read the rest of a large frame in progress directly: the message
     /// buffer and how many bytes the frame still needs.
     pub(crate) fn direct_read_target(&mut self) -> Option<(&mut Vec<u8>, usize)> {
-        if self.state != State::Open || self.flags & (DISCARD_INPUT | READ_PAUSED) != 0 {
+        if self.state != State::Open || self.flags & (DISCARD_INPUT | READ_PAUSED | STREAM_IN) != 0
+        {
             return None;
         }
         let busy = self.busy.as_mut()?;
@@ -706,6 +796,17 @@ impl Connection {
             self.call(env, |handler, conn| handler.on_message(conn, message));
             return;
         }
+        if opcode != OpCode::Continuation && self.streams(payload.len() as u64, env) {
+            // The first of several fragments, large enough to be handed over in parts.
+            self.flags |= STREAM_IN;
+            let busy = self.busy_mut(env.pool);
+            busy.message_kind = Some(opcode);
+            busy.utf8.reset();
+            busy.streamed = 0;
+        }
+        if self.flags & STREAM_IN != 0 {
+            return self.stream_part(payload, fin, env);
+        }
         let busy = self.busy_mut(env.pool);
         if opcode != OpCode::Continuation {
             busy.message_kind = Some(opcode);
@@ -755,8 +856,8 @@ impl Connection {
     fn control_frame<H: Handler>(&mut self, opcode: OpCode, payload: &[u8], env: &mut Env<'_, H>) {
         match opcode {
             OpCode::Ping if self.state == State::Open => {
-                let _ =
-                    self.send_frame(OpCode::Pong, payload, env.pool, env.config, env.stats, None);
+                let pong = FrameHead::whole(OpCode::Pong);
+                let _ = self.send_frame(pong, payload, env.pool, env.config, env.stats, None);
             }
             OpCode::Pong => {}
             OpCode::Close => self.close_frame(payload, env),
@@ -813,9 +914,11 @@ impl Connection {
     /// peer's close. A second failure while closing gives up on parsing.
     fn fail<H: Handler>(&mut self, code: u16, reason: &str, env: &mut Env<'_, H>) {
         env.stats.protocol_errors += 1;
+        self.flags &= !STREAM_IN;
         if let Some(busy) = self.busy.as_mut() {
             busy.message_kind = None;
             busy.message.clear();
+            busy.streamed = 0;
         }
         match self.state {
             State::Open => self.start_close(code, reason, env),
@@ -852,7 +955,7 @@ impl Connection {
     /// Sends a frame if the connection is open, enforcing the backlog limits.
     pub(crate) fn send_frame(
         &mut self,
-        opcode: OpCode,
+        head: FrameHead,
         payload: &[u8],
         pool: &mut BusyPool,
         config: &Config,
@@ -869,16 +972,27 @@ impl Connection {
             stats.backlog_drops += 1;
             return SendStatus::Dropped;
         }
-        if matches!(opcode, OpCode::Text | OpCode::Binary) {
+        if matches!(head.opcode, OpCode::Text | OpCode::Binary) {
             stats.messages_out += 1;
         }
         let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len =
-            frame::encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let header_len = frame::encode_header(
+            &mut header,
+            head.fin,
+            head.opcode,
+            None,
+            payload.len() as u64,
+        );
         let header = &header[..header_len];
         let mut written = 0;
+        let part = !head.fin || head.opcode == OpCode::Continuation;
+        let direct_min = if part {
+            DIRECT_WRITE_PART_MIN
+        } else {
+            DIRECT_WRITE_MIN
+        };
         if let Some(socket) =
-            direct.filter(|_| payload.len() >= DIRECT_WRITE_MIN && self.pending_output() == 0)
+            direct.filter(|_| payload.len() >= direct_min && self.pending_output() == 0)
         {
             // Nothing is queued ahead of it, so writing now keeps the order. A failed write
             // leaves it all queued: the next flush meets the same error and drops the socket.
@@ -1027,18 +1141,44 @@ impl<'a> Conn<'a> {
 
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> SendStatus {
-        self.send(OpCode::Text, text.as_bytes())
+        self.send_whole(OpCode::Text, text.as_bytes())
     }
 
     /// Sends a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> SendStatus {
-        self.send(OpCode::Binary, data)
+        self.send_whole(OpCode::Binary, data)
     }
 
     /// Sends a ping (payload truncated to 125 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
         let len = payload.len().min(MAX_CONTROL_PAYLOAD);
-        self.send(OpCode::Ping, &payload[..len])
+        self.send(FrameHead::whole(OpCode::Ping), &payload[..len])
+    }
+
+    /// Sends the next part of a message sent in parts, as one frame: the first part opens a
+    /// `kind` message (later parts continue it, whatever their `kind`), and `last` finishes it.
+    /// Until then whole messages are refused ([`SendStatus::PartsOpen`]); pings and the close
+    /// may still go between parts. For text, the parts together must be valid UTF-8, and the
+    /// server does not check them: forward only text that was checked, such as the parts of
+    /// [`Handler::on_message_part`](crate::Handler::on_message_part).
+    pub fn send_part(&mut self, kind: MessageKind, data: &[u8], last: bool) -> SendStatus {
+        let opcode = if self.conn.flags & PARTS_OUT != 0 {
+            OpCode::Continuation
+        } else {
+            match kind {
+                MessageKind::Text => OpCode::Text,
+                MessageKind::Binary => OpCode::Binary,
+            }
+        };
+        let status = self.send(FrameHead { opcode, fin: last }, data);
+        if matches!(status, SendStatus::Sent | SendStatus::Backpressure) {
+            if last {
+                self.conn.flags &= !PARTS_OUT;
+            } else {
+                self.conn.flags |= PARTS_OUT;
+            }
+        }
+        status
     }
 
     /// Starts the closing handshake with `code` and `reason` (cut to fit a control frame).
@@ -1065,9 +1205,16 @@ impl<'a> Conn<'a> {
         self.conn.state == State::Open
     }
 
-    fn send(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
+    fn send_whole(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
+        if self.conn.flags & PARTS_OUT != 0 && self.conn.state == State::Open {
+            return SendStatus::PartsOpen;
+        }
+        self.send(FrameHead::whole(opcode), payload)
+    }
+
+    fn send(&mut self, head: FrameHead, payload: &[u8]) -> SendStatus {
         self.conn.send_frame(
-            opcode,
+            head,
             payload,
             self.pool,
             self.config,

@@ -42,6 +42,32 @@ impl Message<'_> {
     }
 }
 
+/// Whether a message is text or binary, for messages handled in parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A text message: its parts together are valid UTF-8.
+    Text,
+    /// A binary message.
+    Binary,
+}
+
+/// A piece of a data message, handed over as soon as its bytes arrive (see
+/// [`Handler::stream_from`]). The bytes are borrowed from the server's read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePart<'a> {
+    /// Text or binary, the same for every part of one message.
+    pub kind: MessageKind,
+    /// The next bytes of the message. For text, everything up to and including this part has
+    /// been checked to be (the start of) valid UTF-8, but a part may end inside a character.
+    pub data: &'a [u8],
+    /// The message's first part.
+    pub first: bool,
+    /// The message's last part (the message was valid to its end). If the connection fails
+    /// before the last part (invalid UTF-8 further on, a limit), no last part comes: `on_close`
+    /// follows instead.
+    pub last: bool,
+}
+
 /// What became of a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a send can be refused or push the connection into backpressure"]
@@ -55,6 +81,9 @@ pub enum SendStatus {
     Closed,
     /// Not sent: the backlog would exceed `max_backlog`, so the connection was dropped.
     Dropped,
+    /// Not sent: a message being sent in parts ([`Conn::send_part`]) has not had its last part
+    /// yet, and a whole message may not be slipped between its fragments.
+    PartsOpen,
 }
 
 /// Application callbacks. Every method but `on_message` has a default that does nothing (or,
@@ -74,6 +103,22 @@ pub trait Handler {
 
     /// A complete message arrived.
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>);
+
+    /// Messages whose first frame announces at least this many payload bytes, and that cannot be
+    /// handed over whole when that frame's header is read (the frame is still arriving, or it
+    /// is the first of several fragments), are given to [`on_message_part`](Self::on_message_part)
+    /// piece by piece as their bytes arrive, instead of being assembled for `on_message`. Such a
+    /// message costs no buffer at all and can be forwarded before its end has arrived (an echo
+    /// or a relay starts sending after the first read instead of after the last).
+    /// `max_message_size` still applies. `None`, the default: every message is assembled.
+    fn stream_from(&self) -> Option<u64> {
+        None
+    }
+
+    /// The next part of a message handled in parts (see [`stream_from`](Self::stream_from)).
+    fn on_message_part(&mut self, conn: &mut Conn<'_>, part: MessagePart<'_>) {
+        let _ = (conn, part);
+    }
 
     /// The connection closed: `code` is the peer's close code, ours if we failed it, 1005 for
     /// a close without a code, 1006 if it dropped without a close frame. Called once for every

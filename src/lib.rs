@@ -45,7 +45,7 @@ pub mod utf8;
 
 pub use config::Config;
 pub use connection::Conn;
-pub use handler::{ConnId, Handler, Message, SendStatus};
+pub use handler::{ConnId, Handler, Message, MessageKind, MessagePart, SendStatus};
 pub use handshake::Request;
 pub use http::Response;
 pub use reactor::{Ctx, Server, ShutdownHandle};

@@ -78,6 +78,11 @@ struct Args {
     /// Milliseconds between stats pushes to WebSockets on /stats (0: no push).
     #[arg(long, default_value_t = 1_000)]
     stats_interval_ms: u64,
+    /// Echo messages whose first frame announces at least this many bytes, and is still
+    /// arriving, in parts as they arrive (one fragment per read) instead of whole (0: always
+    /// echo whole messages).
+    #[arg(long, value_name = "BYTES", default_value_t = wsreactor::app::DEFAULT_STREAM_FROM)]
+    stream_from: u64,
 }
 
 impl Args {
@@ -120,7 +125,8 @@ fn main() -> ExitCode {
             }
         },
     };
-    let app = App::new(files, args.stats_interval_ms);
+    let app = App::new(files, args.stats_interval_ms)
+        .with_stream_from((args.stream_from > 0).then_some(args.stream_from));
     let mut server = match Server::bind(args.config(), app) {
         Ok(server) => server,
         Err(e) => {

@@ -3,6 +3,8 @@
 //!
 //! - any sequence of valid frames, split at any byte boundaries, decodes to the same messages
 //!   and the same output bytes as when it arrives in one piece;
+//! - the same holds for messages handed over in parts (`Handler::stream_from`): the parts
+//!   put together, and the fragmented echoes put together, are the messages sent;
 //! - any byte string fed to the handshake parser, or to an open connection's frame decoder,
 //!   ends in a defined answer (an HTTP status, well-formed frames, a valid close code) and
 //!   never panics.
@@ -15,7 +17,7 @@ use proptest::prelude::*;
 use wsreactor::config::HEADER_ARRAY;
 use wsreactor::handshake::{self, Verdict};
 use wsreactor::sans_io::Endpoint;
-use wsreactor::{Config, Conn, Handler, Message};
+use wsreactor::{Config, Conn, Handler, Message, MessageKind, MessagePart};
 
 /// Echoes and records every message.
 #[derive(Default)]
@@ -33,6 +35,46 @@ impl Handler for Recorder {
             Message::Text(text) => conn.send_text(text),
             Message::Binary(data) => conn.send_binary(data),
         };
+    }
+}
+
+/// Takes messages of at least [`STREAM_FROM`] bytes in parts, echoes each part as a fragment,
+/// and records every message put together.
+#[derive(Default)]
+struct PartsRecorder {
+    messages: Vec<(bool, Vec<u8>)>,
+    assembling: Option<(bool, Vec<u8>)>,
+}
+
+const STREAM_FROM: u64 = 100;
+
+impl Handler for PartsRecorder {
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+        assert!(
+            self.assembling.is_none(),
+            "a whole message inside a message in parts"
+        );
+        self.messages.push((
+            matches!(message, Message::Text(_)),
+            message.as_bytes().to_vec(),
+        ));
+        let _ = conn.send_binary(message.as_bytes());
+    }
+
+    fn stream_from(&self) -> Option<u64> {
+        Some(STREAM_FROM)
+    }
+
+    fn on_message_part(&mut self, conn: &mut Conn<'_>, part: MessagePart<'_>) {
+        assert_eq!(part.first, self.assembling.is_none(), "first flag");
+        let text = part.kind == MessageKind::Text;
+        let (kind, bytes) = self.assembling.get_or_insert_with(|| (text, Vec::new()));
+        assert_eq!(*kind, text, "kind changed between parts");
+        bytes.extend_from_slice(part.data);
+        if part.last {
+            self.messages.extend(self.assembling.take());
+        }
+        let _ = conn.send_part(MessageKind::Binary, part.data, part.last);
     }
 }
 
@@ -114,11 +156,19 @@ fn encode(messages: &[Planned]) -> Vec<u8> {
 
 /// Feeds `bytes` cut at the given points, draining the output after every piece.
 fn run(bytes: &[u8], cuts: &[prop::sample::Index]) -> (Endpoint<Recorder>, Vec<u8>) {
+    run_with(Recorder::default(), bytes, cuts)
+}
+
+fn run_with<H: Handler>(
+    handler: H,
+    bytes: &[u8],
+    cuts: &[prop::sample::Index],
+) -> (Endpoint<H>, Vec<u8>) {
     let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
     points.push(0);
     points.push(bytes.len());
     points.sort_unstable();
-    let mut endpoint = Endpoint::new(config(), Recorder::default());
+    let mut endpoint = Endpoint::new(config(), handler);
     let mut out = Vec::new();
     for pair in points.windows(2) {
         endpoint.feed(&mut bytes[pair[0]..pair[1]].to_vec());
@@ -127,8 +177,20 @@ fn run(bytes: &[u8], cuts: &[prop::sample::Index]) -> (Endpoint<Recorder>, Vec<u
     (endpoint, out)
 }
 
-/// Splits server output into frames; panics on anything malformed.
-fn server_frames(mut out: &[u8]) -> Vec<Frame> {
+/// Splits server output into frames, which must all be whole messages; panics on anything
+/// malformed.
+fn server_frames(out: &[u8]) -> Vec<Frame> {
+    let frames = server_fragments(out);
+    assert!(
+        frames.iter().all(|f| f.fin),
+        "the server sends whole messages"
+    );
+    frames
+}
+
+/// Splits server output into frames (data frames possibly fragments); panics on anything
+/// malformed.
+fn server_fragments(mut out: &[u8]) -> Vec<Frame> {
     let mut frames = Vec::new();
     while !out.is_empty() {
         assert!(out.len() >= 2, "truncated frame header");
@@ -137,10 +199,10 @@ fn server_frames(mut out: &[u8]) -> Vec<Frame> {
         let (frame, used) = parse_frame(out).expect("truncated frame payload");
         let opcode = frame.opcode;
         assert!(
-            matches!(opcode, 0x1 | 0x2 | 0x8 | 0x9 | 0xA),
+            matches!(opcode, 0x0 | 0x1 | 0x2 | 0x8 | 0x9 | 0xA),
             "unexpected opcode {opcode}"
         );
-        assert!(frame.fin, "the server sends whole messages");
+        assert!(frame.fin || opcode < 0x8, "a fragmented control frame");
         frames.push(frame);
         out = &out[used..];
     }
@@ -200,6 +262,39 @@ proptest! {
             .map(|f| (f.opcode == 0x1, f.payload))
             .collect();
         prop_assert!(echoes == expected, "echoes differ");
+    }
+
+    #[test]
+    fn messages_in_parts_split_anywhere_put_together_to_the_messages_sent(
+        messages in vec(planned(), 1..6),
+        cuts in vec(any::<prop::sample::Index>(), 0..40),
+    ) {
+        let mut bytes = UPGRADE.to_vec();
+        bytes.extend(encode(&messages));
+        let expected: Vec<(bool, Vec<u8>)> =
+            messages.iter().map(|m| (m.text, m.payload.clone())).collect();
+        let expected_payloads: Vec<&Vec<u8>> = expected.iter().map(|(_, p)| p).collect();
+        for cuts in [&[][..], &cuts[..]] {
+            let (endpoint, out) = run_with(PartsRecorder::default(), &bytes, cuts);
+            prop_assert!(endpoint.handler().messages == expected, "messages differ");
+            prop_assert!(endpoint.is_open());
+            let (status, rest) = http_status(&out);
+            prop_assert_eq!(status, 101);
+            // Put the echoed fragments back together, pongs left out.
+            let mut echoes: Vec<Vec<u8>> = Vec::new();
+            let mut open = false;
+            for frame in server_fragments(rest).into_iter().filter(|f| f.opcode != 0xA) {
+                prop_assert_eq!(frame.opcode == 0x0, open, "continuation exactly inside a message");
+                if !open {
+                    echoes.push(Vec::new());
+                }
+                echoes.last_mut().unwrap().extend(frame.payload);
+                open = !frame.fin;
+            }
+            prop_assert!(!open);
+            let echoes: Vec<&Vec<u8>> = echoes.iter().collect();
+            prop_assert!(echoes == expected_payloads, "echoes differ");
+        }
     }
 
     #[test]

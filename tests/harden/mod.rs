@@ -73,7 +73,7 @@ impl Probe {
         match status {
             SendStatus::Backpressure => seen.backpressure += 1,
             SendStatus::Dropped => seen.dropped += 1,
-            SendStatus::Sent | SendStatus::Closed => {}
+            SendStatus::Sent | SendStatus::Closed | SendStatus::PartsOpen => {}
         }
     }
 }
