@@ -3,17 +3,18 @@
 //! Owns the XOR loop and nothing else: it knows nothing about frames, only about a key and the
 //! key's phase, so that a frame split across reads can be unmasked piece by piece. The key is
 //! widened to a word rotated to the slice's phase. Below 16 bytes a few word-sized steps cover
-//! the slice without a loop; up to 256 bytes and above 32 KiB (where L2 bandwidth, not vector
-//! width, is the limit) the portable loop XORs 64-bit words, which the compiler turns into
-//! 16-byte SSE2 on x86_64; in between, on x86_64, a 32-byte AVX2 loop, with 64-byte AVX-512
-//! blocks on CPUs that have them, is chosen at run time, because the release binary is not
-//! built for `target-cpu=native`.
+//! the slice without a loop. On x86_64, up to 256 bytes, an inlined loop of 16-byte SSE2
+//! vectors ends a ragged slice with one overlapping vector instead of a byte tail; from 256
+//! bytes to 32 KiB a 32-byte AVX2 loop, with 64-byte AVX-512 blocks on CPUs that have them, is
+//! chosen at run time, because the release binary is not built for `target-cpu=native`. Above
+//! 32 KiB (where L2 bandwidth, not vector width, is the limit), and on other architectures,
+//! the portable loop XORs 64-bit words, which the compiler vectorises.
 
 /// Below this many bytes no vector loop runs: a few word-sized XORs cover the whole slice.
 const SMALL: usize = 16;
 
 /// From this many bytes the AVX2 loop is worth its call (it cannot be inlined into callers
-/// built without AVX2); below, the inlined portable loop (16-byte SSE2) is faster. From here
+/// built without AVX2); below, the inlined SSE2 loop is faster. From here
 /// on, too, the vector loop first XORs up to the next 64-byte boundary, so that no load or
 /// store of the main loop straddles a cache line, and uses 64-byte AVX-512 vectors where the
 /// CPU has them.
@@ -124,6 +125,10 @@ fn xor_long(data: &mut [u8], key: u32) {
             unsafe { x86::xor_avx2(data, key, zmm) };
             return;
         }
+        if len < ZMM_MIN {
+            x86::xor_sse2(data, key);
+            return;
+        }
     }
     xor_words(data, key);
 }
@@ -144,10 +149,41 @@ fn xor_words(data: &mut [u8], key: u32) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256i, __m512i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256,
+        __m128i, __m256i, __m512i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256,
         _mm256_xor_si256, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_storeu_si512,
-        _mm512_xor_si512,
+        _mm512_xor_si512, _mm_loadu_si128, _mm_set1_epi32, _mm_storeu_si128, _mm_xor_si128,
     };
+
+    /// 16 bytes or more (meant for fewer than [`super::ZMM_MIN`]) in 16-byte SSE2 vectors,
+    /// which every x86_64 CPU has, so this inlines into its callers with no feature check. A
+    /// ragged end costs one more vector, not a byte-by-byte tail: the last 16 bytes are loaded
+    /// before the loop and written last, XORed from those original values, so the bytes this
+    /// vector shares with the loop's last one come out right although both store them.
+    #[inline(always)]
+    pub(super) fn xor_sse2(data: &mut [u8], key: u32) {
+        let len = data.len();
+        assert!(len >= 16);
+        let ptr = data.as_mut_ptr();
+        let tail_at = len - 16;
+        // SAFETY: SSE2 is part of the x86_64 baseline. Every 16-byte access starts at or
+        // before `tail_at = len - 16`, so lies inside `data`; loads and stores are unaligned
+        // ones. The tail is read before any store can reach it.
+        unsafe {
+            let wide = _mm_set1_epi32(key as i32);
+            let tail_key = _mm_set1_epi32(super::advance(key, tail_at) as i32);
+            let tail = _mm_loadu_si128(ptr.add(tail_at) as *const __m128i);
+            let mut at = 0;
+            while at < tail_at {
+                let p = ptr.add(at) as *mut __m128i;
+                _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), wide));
+                at += 16;
+            }
+            _mm_storeu_si128(
+                ptr.add(tail_at) as *mut __m128i,
+                _mm_xor_si128(tail, tail_key),
+            );
+        }
+    }
 
     /// 32-byte AVX2 loop, four vectors per turn. With `zmm`, a slice of at least
     /// [`super::ZMM_MIN`] bytes is first XORed up to a 64-byte boundary and its bulk is done in
