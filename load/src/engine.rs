@@ -5,7 +5,7 @@
 //! checks every echo byte-exactly while it streams in. Workload drivers (`workloads`) move it
 //! through its phases; nothing here decides how long a run lasts.
 
-use crate::frame::{self, Event, FrameParser};
+use crate::frame::{self, Event, FrameParser, MaskedBodies};
 use crate::handshake;
 use crate::payload::Payload;
 use crate::stats::Latency;
@@ -124,6 +124,8 @@ struct Conn {
 struct Ctx {
     mode: Mode,
     payload: Payload,
+    /// The payload's body pre-masked under a few keys (WebSocket mode).
+    masked: MaskedBodies,
     rng: u64,
     now: Instant,
     sending: bool,
@@ -147,12 +149,16 @@ impl Ctx {
         }
     }
     fn next_rand(&mut self) -> u64 {
-        // xorshift64*
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        xorshift(&mut self.rng)
     }
+}
+
+/// xorshift64*: fast, and random enough for masking keys and key picks (`state` nonzero).
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
 /// Outcome of feeding bytes to a connection.
@@ -182,10 +188,9 @@ impl Conn {
         let tag = &tag[..p.tag_len()];
         match ctx.mode {
             Mode::WebSocket => {
-                let r = ctx.next_rand();
-                let key = (r as u32).to_ne_bytes();
-                let p = &ctx.payload;
-                frame::push_masked_frame(&mut self.out, p.kind().opcode(), &[tag, p.body()], key);
+                let pick = ctx.next_rand() >> 32;
+                let opcode = ctx.payload.kind().opcode();
+                ctx.masked.push_frame(&mut self.out, opcode, tag, pick);
             }
             Mode::Raw => {
                 self.out.extend_from_slice(tag);
@@ -456,6 +461,16 @@ impl Engine {
         let seed = Instant::now().elapsed().as_nanos() as u64
             ^ 0x9E37_79B9_7F4A_7C15
             ^ (std::process::id() as u64) << 32;
+        let masked = match cfg.mode {
+            Mode::WebSocket => {
+                let mut rng = !seed | 1;
+                let phase = cfg.payload.tag_len();
+                MaskedBodies::new(cfg.payload.body(), phase, || {
+                    ((xorshift(&mut rng) >> 32) as u32).to_ne_bytes()
+                })
+            }
+            Mode::Raw => MaskedBodies::new(&[], 0, || [0; 4]),
+        };
         Ok(Engine {
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
@@ -465,6 +480,7 @@ impl Engine {
             scratch: vec![0u8; SCRATCH],
             ctx: Ctx {
                 mode: cfg.mode,
+                masked,
                 payload: cfg.payload,
                 rng: seed | 1,
                 now: Instant::now(),
