@@ -81,13 +81,24 @@ impl Busy {
             && self.header_len == 0
     }
 
-    fn clear(&mut self) {
-        self.out.clear();
-        self.head.clear();
+    /// Starts a data message of `opcode`: whatever was assembled or counted before is dropped.
+    pub fn start_message(&mut self, opcode: OpCode) {
+        self.drop_message();
+        self.message_kind = Some(opcode);
+    }
+
+    /// Forgets the data message in progress, if any (it ended, or failed).
+    pub fn drop_message(&mut self) {
         self.message.clear();
         self.message_kind = None;
         self.streamed = 0;
         self.utf8.reset();
+    }
+
+    fn clear(&mut self) {
+        self.out.clear();
+        self.head.clear();
+        self.drop_message();
         self.cursor = None;
         self.header_len = 0;
         self.control_len = 0;

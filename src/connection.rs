@@ -598,10 +598,7 @@ impl Connection {
         let streaming = self.flags & STREAM_IN != 0;
         let busy = self.busy_mut(env.pool);
         if starts_message {
-            busy.message_kind = Some(opcode);
-            busy.utf8.reset();
-            busy.message.clear();
-            busy.streamed = 0;
+            busy.start_message(opcode);
         }
         if !opcode.is_control() && !closing && !streaming {
             // Bounded by max_frame_size, checked above. Capacity that is never written to
@@ -654,8 +651,7 @@ impl Connection {
         let first = busy.streamed == 0;
         busy.streamed += data.len() as u64;
         if last {
-            busy.message_kind = None;
-            busy.streamed = 0;
+            busy.drop_message();
             self.flags &= !STREAM_IN;
             env.stats.messages_in += 1;
         }
@@ -799,19 +795,14 @@ impl Connection {
         if opcode != OpCode::Continuation && self.streams(payload.len() as u64, env) {
             // The first of several fragments, large enough to be handed over in parts.
             self.flags |= STREAM_IN;
-            let busy = self.busy_mut(env.pool);
-            busy.message_kind = Some(opcode);
-            busy.utf8.reset();
-            busy.streamed = 0;
+            self.busy_mut(env.pool).start_message(opcode);
         }
         if self.flags & STREAM_IN != 0 {
             return self.stream_part(payload, fin, env);
         }
         let busy = self.busy_mut(env.pool);
         if opcode != OpCode::Continuation {
-            busy.message_kind = Some(opcode);
-            busy.utf8.reset();
-            busy.message.clear();
+            busy.start_message(opcode);
         }
         if busy.message_kind == Some(OpCode::Text) && busy.utf8.feed(payload).is_err() {
             self.fail_bad_text(env);
@@ -916,9 +907,7 @@ impl Connection {
         env.stats.protocol_errors += 1;
         self.flags &= !STREAM_IN;
         if let Some(busy) = self.busy.as_mut() {
-            busy.message_kind = None;
-            busy.message.clear();
-            busy.streamed = 0;
+            busy.drop_message();
         }
         match self.state {
             State::Open => self.start_close(code, reason, env),
