@@ -1,5 +1,6 @@
 //! UTF-8 validation throughput: the incremental `Utf8Validator`, fed 4 KiB or 1 byte at a time,
-//! against one-shot `simdutf8` (what the validator uses inside) and `std::str::from_utf8`.
+//! and the server's one-shot `utf8::validate`, against one-shot `simdutf8` (what the validator
+//! falls back to without AVX-512) and `std::str::from_utf8`.
 //!
 //! Inputs, 64 KiB each: `ascii`; `mixed` (2-, 3- and 4-byte code points with some ASCII, so that
 //! 4 KiB cuts fall inside code points); `invalid` (`mixed` with one bad byte in its last 4 KiB,
@@ -11,7 +12,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wsreactor::utf8::Utf8Validator;
+use wsreactor::mask;
+use wsreactor::utf8::{self, Utf8Validator};
 
 const LEN: usize = 64 << 10;
 
@@ -74,6 +76,22 @@ fn validation(c: &mut Criterion) {
         assert_eq!(incremental(&input, 1), expected);
         group.bench_function(BenchmarkId::new("incremental", "4KiB"), |b| {
             b.iter(|| incremental(black_box(&input), 4096))
+        });
+        group.bench_function(BenchmarkId::new("wsreactor", "oneshot"), |b| {
+            b.iter(|| utf8::validate(black_box(&input)).is_ok())
+        });
+        // Unmasking and checking a whole payload: one fused pass against unmask, then check.
+        // A zero key leaves the bytes as they are, so every iteration sees the same input
+        // while doing all the work of a real key.
+        let mut payload = input.clone();
+        group.bench_function(BenchmarkId::new("wsreactor", "unmask_fused"), |b| {
+            b.iter(|| utf8::unmask_and_validate(black_box(&mut payload), [0; 4]).is_ok())
+        });
+        group.bench_function(BenchmarkId::new("wsreactor", "unmask_then_check"), |b| {
+            b.iter(|| {
+                mask::apply_mask(black_box(&mut payload), [0; 4], 0);
+                utf8::validate(&payload).is_ok()
+            })
         });
         group.bench_function(BenchmarkId::new("simdutf8", "oneshot"), |b| {
             b.iter(|| simdutf8::basic::from_utf8(black_box(&input)).is_ok())

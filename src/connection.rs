@@ -463,8 +463,8 @@ impl Connection {
                         let total = header.header_len as u64 + header.payload_len;
                         if input.len() as u64 >= total {
                             let payload = &mut input[header.header_len..total as usize];
-                            apply_mask(payload, header.mask.unwrap_or_default(), 0);
-                            self.complete_frame(opcode, header.fin, payload, env);
+                            let key = header.mask.unwrap_or_default();
+                            self.complete_frame(opcode, header.fin, payload, key, env);
                             total as usize
                         } else {
                             self.begin_payload(opcode, &header, env);
@@ -633,15 +633,15 @@ impl Connection {
                 .is_some_and(|from| len >= from.max(1))
     }
 
-    /// Hands the handler the next bytes of a message handled in parts (checked first, if text).
-    /// `last`: they end the message.
+    /// Hands the handler the next bytes of a message handled in parts: unmasked and, if text,
+    /// already fed to the validator. `last`: they end the message.
     fn stream_part<H: Handler>(&mut self, data: &[u8], last: bool, env: &mut Env<'_, H>) {
         let busy = self.busy_mut(env.pool);
         let Some(opcode) = busy.message_kind else {
             return;
         };
         let kind = if opcode == OpCode::Text {
-            if busy.utf8.feed(data).is_err() || (last && busy.utf8.finish().is_err()) {
+            if last && busy.utf8.finish().is_err() {
                 return self.fail_bad_text(env);
             }
             MessageKind::Text
@@ -674,11 +674,21 @@ impl Connection {
         };
         let take = cursor.remaining.min(input.len() as u64) as usize;
         let chunk = &mut input[..take];
-        cursor.phase = apply_mask(chunk, cursor.mask, cursor.phase as usize) as u8;
+        let message_data = !cursor.opcode.is_control() && !closing;
+        let phase = cursor.phase as usize;
+        let (phase, checked) = if message_data && busy.message_kind == Some(OpCode::Text) {
+            busy.utf8.unmask_and_feed(chunk, cursor.mask, phase)
+        } else {
+            (apply_mask(chunk, cursor.mask, phase), Ok(()))
+        };
+        cursor.phase = phase as u8;
         cursor.remaining -= take as u64;
         busy.cursor = Some(cursor);
-        let mut bad_text = false;
-        if streaming && !cursor.opcode.is_control() && !closing {
+        if checked.is_err() {
+            self.fail_bad_text(env);
+            return take;
+        }
+        if streaming && message_data {
             // Handed over in place: no copy, no buffer.
             if cursor.remaining == 0 {
                 busy.cursor = None;
@@ -691,14 +701,9 @@ impl Connection {
             busy.control[at..at + take].copy_from_slice(chunk);
             busy.control_len += take as u8;
         } else if !closing {
-            if busy.message_kind == Some(OpCode::Text) {
-                bad_text = busy.utf8.feed(chunk).is_err();
-            }
             busy.message.extend_from_slice(chunk);
         }
-        if bad_text {
-            self.fail_bad_text(env);
-        } else if cursor.remaining == 0 {
+        if cursor.remaining == 0 {
             self.finish_payload(env);
         }
         take
@@ -734,12 +739,16 @@ impl Connection {
         };
         let start = busy.message.len() - n;
         let chunk = &mut busy.message[start..];
-        cursor.phase = apply_mask(chunk, cursor.mask, cursor.phase as usize) as u8;
+        let phase = cursor.phase as usize;
+        let (phase, checked) = if busy.message_kind == Some(OpCode::Text) {
+            busy.utf8.unmask_and_feed(chunk, cursor.mask, phase)
+        } else {
+            (apply_mask(chunk, cursor.mask, phase), Ok(()))
+        };
+        cursor.phase = phase as u8;
         cursor.remaining -= n as u64;
         busy.cursor = Some(cursor);
-        if busy.message_kind == Some(OpCode::Text)
-            && busy.utf8.feed(&busy.message[start..]).is_err()
-        {
+        if checked.is_err() {
             self.fail_bad_text(env);
         } else if cursor.remaining == 0 {
             self.finish_payload(env);
@@ -763,15 +772,18 @@ impl Connection {
         }
     }
 
-    /// A whole frame, unmasked, in the caller's buffer.
+    /// A whole frame in the caller's buffer, still masked with `key`: unmasked here, text in the
+    /// same pass as its UTF-8 check.
     fn complete_frame<H: Handler>(
         &mut self,
         opcode: OpCode,
         fin: bool,
         payload: &mut [u8],
+        key: [u8; 4],
         env: &mut Env<'_, H>,
     ) {
         if opcode.is_control() {
+            apply_mask(payload, key, 0);
             self.control_frame(opcode, payload, env);
             return;
         }
@@ -782,11 +794,12 @@ impl Connection {
             // A whole message in one frame: hand the handler a borrowed slice, no copy.
             env.stats.messages_in += 1;
             let message = if opcode == OpCode::Text {
-                match utf8::validate(payload) {
+                match utf8::unmask_and_validate(payload, key) {
                     Ok(text) => Message::Text(text),
                     Err(_) => return self.fail_bad_text(env),
                 }
             } else {
+                apply_mask(payload, key, 0);
                 Message::Binary(payload)
             };
             self.call(env, |handler, conn| handler.on_message(conn, message));
@@ -797,16 +810,20 @@ impl Connection {
             self.flags |= STREAM_IN;
             self.busy_mut(env.pool).start_message(opcode);
         }
-        if self.flags & STREAM_IN != 0 {
-            return self.stream_part(payload, fin, env);
-        }
+        let streaming = self.flags & STREAM_IN != 0;
         let busy = self.busy_mut(env.pool);
-        if opcode != OpCode::Continuation {
+        if opcode != OpCode::Continuation && !streaming {
             busy.start_message(opcode);
         }
-        if busy.message_kind == Some(OpCode::Text) && busy.utf8.feed(payload).is_err() {
-            self.fail_bad_text(env);
-            return;
+        if busy.message_kind == Some(OpCode::Text) {
+            if busy.utf8.unmask_and_feed(payload, key, 0).1.is_err() {
+                return self.fail_bad_text(env);
+            }
+        } else {
+            apply_mask(payload, key, 0);
+        }
+        if streaming {
+            return self.stream_part(payload, fin, env);
         }
         busy.message.extend_from_slice(payload);
         if fin {
