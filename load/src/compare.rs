@@ -596,6 +596,8 @@ pub struct MemCell {
     pub bytes: Spread,
     /// Handshakes per second.
     pub handshakes: Spread,
+    /// Server CPU µs per handshake, when measured.
+    pub cpu_per_handshake: Option<Spread>,
     /// Probes that worked / runs.
     pub probes_ok: usize,
     /// Runs.
@@ -672,6 +674,11 @@ impl Table {
                     MemCell {
                         bytes: b,
                         handshakes: h,
+                        cpu_per_handshake: spread(
+                            &ok.iter()
+                                .filter_map(|r| r.server_cpu_us_per_handshake)
+                                .collect::<Vec<_>>(),
+                        ),
                         probes_ok: ok.iter().filter(|r| r.probe_ok).count(),
                         runs: ok.len(),
                         errors: ok.iter().map(|r| r.error_total).sum(),
@@ -772,9 +779,9 @@ impl Table {
             );
             let _ = writeln!(
                 s,
-                "| server | connections | bytes/conn | spread | vs wsreactor | handshakes/s | spread | echo probe | errors |"
+                "| server | connections | bytes/conn | spread | vs wsreactor | handshakes/s | spread | server CPU µs/handshake | spread | echo probe | errors |"
             );
-            let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|---|--:|");
+            let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|");
             let base = self.memory.get("wsreactor").map(|m| m.bytes.median);
             for name in &self.servers {
                 let Some(m) = self.memory.get(name) else {
@@ -784,9 +791,16 @@ impl Table {
                     Some(b) if b > 0.0 => format!("{:.1}×", m.bytes.median / b),
                     _ => "–".into(),
                 };
+                let (cpu, cpu_spread) = match &m.cpu_per_handshake {
+                    Some(c) => (
+                        format!("{:.1}", c.median),
+                        format!("{:.1}–{:.1}", c.min, c.max),
+                    ),
+                    None => ("–".into(), "–".into()),
+                };
                 let _ = writeln!(
                     s,
-                    "| {name} | {} | {} | {}–{} | {ratio} | {} | {}–{} | {}/{} ok | {} |",
+                    "| {name} | {} | {} | {}–{} | {ratio} | {} | {}–{} | {cpu} | {cpu_spread} | {}/{} ok | {} |",
                     thousands(m.opened),
                     thousands(m.bytes.median),
                     thousands(m.bytes.min),

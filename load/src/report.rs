@@ -127,6 +127,9 @@ pub fn connections_summary(r: &ConnectionsReport) -> String {
         thousands(r.handshakes_per_s),
         r.held
     );
+    if let Some(us) = r.server_cpu_us_per_handshake {
+        let _ = writeln!(s, "  server CPU {us:.1} µs per handshake");
+    }
     match (
         r.server_rss_before,
         r.server_rss_after,

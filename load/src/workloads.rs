@@ -370,6 +370,10 @@ pub struct ConnectionsReport {
     pub open_s: f64,
     /// Completed handshakes per second.
     pub handshakes_per_s: f64,
+    /// Server CPU time (user and kernel, all threads) from the first connect to the last
+    /// handshake, per connection opened, in µs. The generator may saturate before the server
+    /// does, so this ranks servers where the rate cannot.
+    pub server_cpu_us_per_handshake: Option<f64>,
     /// Server VmRSS before opening, bytes.
     pub server_rss_before: Option<u64>,
     /// Server VmRSS with all connections open and settled, bytes.
@@ -414,6 +418,7 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);
     let rss_before = cfg.server_pid.and_then(|p| sys::process_rss(p).ok());
+    let cpu_before = cfg.server_pid.and_then(|p| sys::process_cpu_ns(p).ok());
     let start = Instant::now();
     connect_phase(
         &mut eng,
@@ -424,6 +429,7 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
         Duration::from_secs(20),
         &bar,
     )?;
+    let cpu_after = cfg.server_pid.and_then(|p| sys::process_cpu_ns(p).ok());
     let opened = eng.opened();
     let open_s = eng
         .last_open_at()
@@ -483,6 +489,12 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
             opened as f64 / open_s
         } else {
             0.0
+        },
+        server_cpu_us_per_handshake: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) if opened > 0 => {
+                Some(a.saturating_sub(b) as f64 / 1e3 / opened as f64)
+            }
+            _ => None,
         },
         server_rss_before: rss_before,
         server_rss_after: rss_after,
