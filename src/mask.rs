@@ -35,7 +35,8 @@ const WIDE_MAX: usize = 32 << 10;
 #[inline]
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     let phase = phase & 3;
-    let word = key_word(key, phase);
+    // The key as a little-endian word rotated so that its low byte masks `data[0]`.
+    let word = u32::from_le_bytes(key).rotate_right(8 * phase as u32);
     if data.len() < SMALL {
         xor_short(data, word);
     } else {
@@ -45,7 +46,8 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 }
 
 /// The key as a little-endian word rotated so that its low byte masks the byte at `phase`: XOR
-/// with it, repeated, unmasks a slice that starts at that phase.
+/// with it, repeated, unmasks a slice that starts at that phase (what `apply_mask` computes
+/// first; the UTF-8 kernel's fused unmasking uses it too).
 #[inline(always)]
 pub fn key_word(key: [u8; 4], phase: usize) -> u32 {
     u32::from_le_bytes(key).rotate_right(8 * (phase & 3) as u32)
