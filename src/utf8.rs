@@ -246,12 +246,18 @@ mod avx512 {
         _mm512_test_epi8_mask, _mm512_xor_si512, _mm_loadu_si128,
     };
 
-    /// Whether the CPU has what [`is_valid`] needs (the answer is cached by std).
+    /// Whether the CPU has what [`is_valid`] needs, and `WSREACTOR_NO_AVX512` is not set in
+    /// the environment (to compare against the `simdutf8` path, or to test it, on a CPU that
+    /// has AVX-512). Decided once per process.
     #[inline]
     pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::env::var_os("WSREACTOR_NO_AVX512").is_none()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+        })
     }
 
     /// The nibbles 0x`lo`..=0x`hi` as a set.
@@ -725,6 +731,15 @@ mod tests {
             eprintln!("no AVX-512 on this CPU: its validator is not exercised");
         }
         all
+    }
+
+    /// Checked in CI's second run, which sets the variable: the fallback really is what runs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_environment_turns_the_kernel_off() {
+        if std::env::var_os("WSREACTOR_NO_AVX512").is_some() {
+            assert!(!avx512::available());
+        }
     }
 
     /// `seq` at offsets around the 64-byte block boundaries, with ASCII before and after.
