@@ -675,13 +675,14 @@ impl Connection {
         let take = cursor.remaining.min(input.len() as u64) as usize;
         let chunk = &mut input[..take];
         let message_data = !cursor.opcode.is_control() && !closing;
-        let phase = cursor.phase as usize;
-        let (phase, checked) = if message_data && busy.message_kind == Some(OpCode::Text) {
-            busy.utf8.unmask_and_feed(chunk, cursor.mask, phase)
+        let kind = if message_data {
+            busy.message_kind
         } else {
-            (apply_mask(chunk, cursor.mask, phase), Ok(()))
+            None
         };
-        cursor.phase = phase as u8;
+        let (phase, checked) =
+            unmask_message_bytes(&mut busy.utf8, kind, chunk, cursor.mask, cursor.phase);
+        cursor.phase = phase;
         cursor.remaining -= take as u64;
         busy.cursor = Some(cursor);
         if checked.is_err() {
@@ -739,13 +740,14 @@ impl Connection {
         };
         let start = busy.message.len() - n;
         let chunk = &mut busy.message[start..];
-        let phase = cursor.phase as usize;
-        let (phase, checked) = if busy.message_kind == Some(OpCode::Text) {
-            busy.utf8.unmask_and_feed(chunk, cursor.mask, phase)
-        } else {
-            (apply_mask(chunk, cursor.mask, phase), Ok(()))
-        };
-        cursor.phase = phase as u8;
+        let (phase, checked) = unmask_message_bytes(
+            &mut busy.utf8,
+            busy.message_kind,
+            chunk,
+            cursor.mask,
+            cursor.phase,
+        );
+        cursor.phase = phase;
         cursor.remaining -= n as u64;
         busy.cursor = Some(cursor);
         if checked.is_err() {
@@ -815,12 +817,9 @@ impl Connection {
         if opcode != OpCode::Continuation && !streaming {
             busy.start_message(opcode);
         }
-        if busy.message_kind == Some(OpCode::Text) {
-            if busy.utf8.unmask_and_feed(payload, key, 0).1.is_err() {
-                return self.fail_bad_text(env);
-            }
-        } else {
-            apply_mask(payload, key, 0);
+        let (_, checked) = unmask_message_bytes(&mut busy.utf8, busy.message_kind, payload, key, 0);
+        if checked.is_err() {
+            return self.fail_bad_text(env);
         }
         if streaming {
             return self.stream_part(payload, fin, env);
@@ -1075,6 +1074,24 @@ impl Connection {
 
 /// Calls the handler without a connection handle, with the same panic policy as `call`.
 /// `None` if it panicked.
+/// Unmasks `data`, the next bytes of a data message of `kind` (`None`: bytes that belong to no
+/// message being read, such as a control frame's), starting at key phase `phase`. Text is fed to
+/// `utf8` in the same pass. Returns the phase after `data` and the text check's verdict.
+fn unmask_message_bytes(
+    utf8: &mut utf8::Utf8Validator,
+    kind: Option<OpCode>,
+    data: &mut [u8],
+    key: [u8; 4],
+    phase: u8,
+) -> (u8, Result<(), utf8::InvalidUtf8>) {
+    let (phase, checked) = if kind == Some(OpCode::Text) {
+        utf8.unmask_and_feed(data, key, phase as usize)
+    } else {
+        (apply_mask(data, key, phase as usize), Ok(()))
+    };
+    (phase as u8, checked)
+}
+
 fn guard<H: Handler, R>(env: &mut Env<'_, H>, callback: impl FnOnce(&mut H) -> R) -> Option<R> {
     let handler = &mut *env.handler;
     match catch_unwind(AssertUnwindSafe(|| callback(handler))) {
