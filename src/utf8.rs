@@ -95,7 +95,8 @@ impl Utf8Validator {
                     return (next_phase, Err(InvalidUtf8));
                 }
                 // `data` (at least 64 bytes) finished any carried code point; carry its own
-                // unfinished one, which the check above found a valid start.
+                // unfinished one. The check above refused any bad pair inside it; a lead byte
+                // that ends `data` is judged with the bytes that follow it, or by `finish`.
                 let tail = &data[unfinished_tail(data)..];
                 self.carry[..tail.len()].copy_from_slice(tail);
                 self.carry_len = tail.len() as u8;
