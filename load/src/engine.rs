@@ -185,15 +185,18 @@ impl Conn {
         self.send_seq += 1;
         let p = &ctx.payload;
         let tag = p.tag(seq);
-        let tag = &tag[..p.tag_len()];
         match ctx.mode {
             Mode::WebSocket => {
                 let pick = ctx.next_rand() >> 32;
                 let opcode = ctx.payload.kind().opcode();
-                ctx.masked.push_frame(&mut self.out, opcode, tag, pick);
+                ctx.masked.push_frame(&mut self.out, opcode, &tag, pick);
             }
             Mode::Raw => {
-                self.out.extend_from_slice(tag);
+                // The same fixed-size copy and cut as the WebSocket frame's tag, so both
+                // generators pay alike for it.
+                let at = self.out.len();
+                self.out.extend_from_slice(&tag);
+                self.out.truncate(at + p.tag_len());
                 self.out.extend_from_slice(ctx.payload.body());
             }
         }
@@ -307,6 +310,11 @@ impl Conn {
     fn feed_frames(&mut self, ctx: &mut Ctx, data: &[u8]) -> Fed {
         let mut pos = 0;
         while pos < data.len() {
+            if let Some((n, opcode, payload)) = self.parser.whole_message(&data[pos..]) {
+                pos += n;
+                self.on_data(ctx, opcode, true, true, payload)?;
+                continue;
+            }
             let (n, ev) = self.parser.next(&data[pos..]).map_err(|_| "protocol")?;
             pos += n;
             match ev {
@@ -316,25 +324,7 @@ impl Conn {
                     start,
                     end,
                     payload,
-                }) => {
-                    if self.state == State::Closing {
-                        continue; // data after our close is discarded (§7)
-                    }
-                    if self.inflight.is_empty() {
-                        return Err("unexpected-message");
-                    }
-                    if start {
-                        self.recv_off = 0;
-                        self.bad = opcode != ctx.payload.kind().opcode();
-                    }
-                    self.check_piece(ctx, payload);
-                    if end {
-                        if self.recv_off != ctx.payload.size() {
-                            self.bad = true;
-                        }
-                        self.complete_message(ctx);
-                    }
-                }
+                }) => self.on_data(ctx, opcode, start, end, payload)?,
                 Some(Event::Control { opcode, payload }) => match opcode {
                     frame::OP_PING => {
                         let key = (ctx.next_rand() as u32).to_ne_bytes();
@@ -348,6 +338,36 @@ impl Conn {
                     _ => {}
                 },
             }
+        }
+        Ok(())
+    }
+
+    /// A piece of an echoed message: checked against what was sent, and the message is
+    /// complete at its `end`.
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx,
+        opcode: u8,
+        start: bool,
+        end: bool,
+        payload: &[u8],
+    ) -> Fed {
+        if self.state == State::Closing {
+            return Ok(()); // data after our close is discarded (§7)
+        }
+        if self.inflight.is_empty() {
+            return Err("unexpected-message");
+        }
+        if start {
+            self.recv_off = 0;
+            self.bad = opcode != ctx.payload.kind().opcode();
+        }
+        self.check_piece(ctx, payload);
+        if end {
+            if self.recv_off != ctx.payload.size() {
+                self.bad = true;
+            }
+            self.complete_message(ctx);
         }
         Ok(())
     }
