@@ -442,6 +442,12 @@ impl Connection {
                 self.continue_payload(input, env)
             } else if self.busy.as_ref().is_some_and(|b| b.header_len > 0) {
                 self.complete_header(input, env)
+            } else if let Some((opcode, key, total)) = frame::short_data_frame(input)
+                .filter(|&(_, _, total)| self.takes_whole_message(total, env.config))
+            {
+                let payload = &mut input[frame::SHORT_MASKED_HEADER_LEN..total];
+                self.complete_frame(opcode, true, payload, key, env);
+                total
             } else {
                 match frame::decode_header(input) {
                     Err(frame::HeaderError::LengthTooLarge) => {
@@ -475,6 +481,18 @@ impl Connection {
             };
             input = &mut input[used..];
         }
+    }
+
+    /// Whether a whole unfragmented data frame that [`frame::short_data_frame`] found passes
+    /// every check [`Connection::check_header`] would make: open, no message in progress, and
+    /// within both size limits. (Its header bits were checked by the pattern.)
+    #[inline]
+    fn takes_whole_message(&self, frame_len: usize, config: &Config) -> bool {
+        let len = frame_len - frame::SHORT_MASKED_HEADER_LEN;
+        self.state == State::Open
+            && self.busy.as_ref().is_none_or(|b| b.message_kind.is_none())
+            && len <= config.max_frame_size
+            && len <= config.max_message_size
     }
 
     fn reads_frames(&self) -> bool {

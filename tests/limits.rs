@@ -94,6 +94,30 @@ fn frame_over_max_frame_size_is_1009_before_its_payload_is_sent() {
 }
 
 #[test]
+fn limits_below_125_bytes_hold_for_small_whole_frames() {
+    // Whole frames with a 7-bit length take the server's short-frame path; the frame limit
+    // must hold there too (the message limit is at least the frame limit, by validation).
+    for (max_frame_size, max_message_size) in [(16, 64), (100, 100)] {
+        let server = Running::start(Config {
+            max_frame_size,
+            max_message_size,
+            ..config()
+        });
+        let mut client = Client::ws(server.addr);
+        client.send_frame(true, 0x2, &vec![4u8; max_frame_size]);
+        assert_eq!(
+            client.read_frame().unwrap().payload,
+            vec![4u8; max_frame_size]
+        );
+        client.send_frame(true, 0x1, &vec![b'x'; max_frame_size + 1]);
+        assert_eq!(client.expect_close(), 1009, "frame limit {max_frame_size}");
+        let mut fresh = Client::ws(server.addr);
+        fresh.send_frame(true, 0x1, b"still here");
+        assert_eq!(fresh.read_frame().unwrap().payload, b"still here");
+    }
+}
+
+#[test]
 fn message_over_max_message_size_is_1009_at_the_fragment_that_breaches_it() {
     let server = Running::start(Config {
         max_frame_size: 1024,
