@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Parse, check and answer: the handshake's whole pure path. Returns the response length.
-fn upgrade(config: &Config, out: &mut VecDeque<u8>) -> usize {
+fn upgrade(config: &Config, out: &mut Vec<u8>) -> usize {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let (_, request) = parse_head(black_box(BROWSER), &mut headers, MAX_HEAD)
         .expect("valid head")
@@ -60,7 +59,7 @@ fn handshake(c: &mut Criterion) {
     group.bench_function("accept_key", |b| {
         b.iter(|| accept_key(black_box(b"dGhlIHNhbXBsZSBub25jZQ==")))
     });
-    let mut out = VecDeque::with_capacity(512);
+    let mut out = Vec::with_capacity(512);
     group.bench_function("write_101", |b| {
         let accept = accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
         b.iter(|| {

@@ -5,8 +5,6 @@
 //! it. An idle connection owns no `Busy` at all, which is what keeps an idle open connection at
 //! a few dozen bytes. This module does not interpret any of the bytes it holds.
 
-use std::collections::VecDeque;
-
 use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
 
@@ -32,8 +30,8 @@ pub(crate) struct Cursor {
 /// Everything a connection holds while it has unfinished input or unwritten output.
 #[derive(Debug)]
 pub(crate) struct Busy {
-    /// Output accepted but not yet written: a ring, written with `writev` as two slices.
-    pub out: VecDeque<u8>,
+    /// Output accepted but not yet written.
+    pub out: OutBuf,
     /// A request head that arrived in pieces.
     pub head: Vec<u8>,
     /// The data message being assembled (fragments, or one frame split across reads).
@@ -58,7 +56,7 @@ pub(crate) struct Busy {
 impl Busy {
     fn new() -> Self {
         Busy {
-            out: VecDeque::new(),
+            out: OutBuf::default(),
             head: Vec::new(),
             message: Vec::new(),
             message_kind: None,
@@ -118,7 +116,7 @@ impl Busy {
 
     fn free_large(&mut self) {
         if self.out.capacity() > RETAIN_CAPACITY {
-            self.out = VecDeque::new();
+            self.out = OutBuf::default();
         }
         if self.message.capacity() > RETAIN_CAPACITY {
             self.message = Vec::new();
@@ -171,13 +169,102 @@ impl BusyPool {
     }
 }
 
-/// Drops the first `n` bytes of a ring buffer (bytes that were written).
-#[inline]
-pub(crate) fn consume_front(ring: &mut VecDeque<u8>, n: usize) {
-    if n >= ring.len() {
-        ring.clear();
-    } else {
-        ring.drain(..n);
+/// Output accepted but not yet written, oldest first: `bytes[start..]`.
+///
+/// A `Vec` and a read position rather than a ring (`VecDeque`): appending a small frame is a
+/// capacity check and a copy, which is most of what echoing a small message costs in user
+/// space, and what is pending is always one slice, written with one `write`.
+///
+/// The written prefix is dropped when everything has been written. When an append does not
+/// fit, the unwritten rest is moved to the front if it is no longer than the written prefix,
+/// and the buffer grows otherwise. So every byte moved stands for at least one byte written
+/// since the last move: a peer that reads a few bytes at a time cannot make the server copy
+/// its whole backlog per message. The capacity stays within about four times the largest
+/// backlog (the ring it replaces: two times).
+#[derive(Debug, Default)]
+pub(crate) struct OutBuf {
+    bytes: Vec<u8>,
+    start: usize,
+    /// Bytes moved to the front so far, for the test that bounds it.
+    #[cfg(test)]
+    moved: usize,
+}
+
+impl OutBuf {
+    /// Bytes not yet written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// Nothing left to write.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.bytes.len()
+    }
+
+    /// Capacity held, written prefix included.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The bytes not yet written, oldest first.
+    #[inline]
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    /// Forgets everything, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.start = 0;
+    }
+
+    /// Makes room for `more` bytes by dropping the written prefix, when the append would
+    /// not fit and the prefix is at least as long as what is still pending.
+    #[inline]
+    fn make_room(&mut self, more: usize) {
+        if self.bytes.capacity() - self.bytes.len() < more && self.start >= self.len() {
+            #[cfg(test)]
+            {
+                self.moved += self.len();
+            }
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Appends `data`.
+    #[inline]
+    pub fn extend(&mut self, data: &[u8]) {
+        self.make_room(data.len());
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Appends a frame: the first `header_len` bytes of `header`, then `payload`. The whole
+    /// header array is copied and cut back, a fixed-size copy instead of a call to `memcpy`.
+    #[inline]
+    pub fn push_frame(&mut self, header: &[u8; MAX_HEADER_LEN], header_len: usize, payload: &[u8]) {
+        self.make_room(MAX_HEADER_LEN + payload.len());
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(header);
+        self.bytes.truncate(at + header_len);
+        self.bytes.extend_from_slice(payload);
+    }
+
+    /// For code that appends to a `Vec` (the HTTP responses). Appending is the only thing
+    /// the caller may do with it.
+    pub fn appender(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Records that the first `n` pending bytes were written.
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.bytes.len() {
+            self.clear();
+        }
     }
 }
 
@@ -190,7 +277,7 @@ mod tests {
         let mut pool = BusyPool::default();
         let mut busy = pool.take();
         busy.message.reserve(RETAIN_CAPACITY * 4);
-        busy.out.extend([1u8, 2, 3]);
+        busy.out.extend(&[1u8, 2, 3]);
         assert!(!busy.is_idle());
         pool.give(busy);
         let busy = pool.take();
@@ -214,14 +301,61 @@ mod tests {
     }
 
     #[test]
-    fn consume_front_keeps_order() {
-        let mut ring: VecDeque<u8> = (0..10).collect();
-        consume_front(&mut ring, 3);
-        assert_eq!(
-            ring.iter().copied().collect::<Vec<_>>(),
-            (3..10).collect::<Vec<_>>()
-        );
-        consume_front(&mut ring, 100);
-        assert!(ring.is_empty());
+    fn out_buf_keeps_order_across_partial_writes_and_reuse_of_the_written_prefix() {
+        let mut out = OutBuf::default();
+        let mut model: Vec<u8> = Vec::new();
+        let mut next = 0u8;
+        let mut most_pending = 0;
+        // Append, then write part of what is pending, many times over, with appends that fit
+        // the capacity, that fit once the written prefix is dropped, and that do not fit.
+        for round in 0..200usize {
+            let size = [1, 7, 30, 200, 3000][round % 5];
+            let chunk: Vec<u8> = (0..size)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
+            if round % 3 == 0 {
+                let mut header = [0u8; MAX_HEADER_LEN];
+                header[..2].copy_from_slice(&[0x82, 0x7e]);
+                out.push_frame(&header, 2, &chunk);
+                model.extend_from_slice(&header[..2]);
+            } else {
+                out.extend(&chunk);
+            }
+            model.extend_from_slice(&chunk);
+            most_pending = most_pending.max(model.len());
+            let written = (round * 37) % (out.len() + 1);
+            assert_eq!(&out.pending()[..written], &model[..written]);
+            out.consume(written);
+            model.drain(..written);
+            assert_eq!(out.pending(), &model[..], "round {round}");
+            assert!(
+                out.capacity() <= 4 * (most_pending + MAX_HEADER_LEN),
+                "round {round}: capacity {} for at most {most_pending} pending",
+                out.capacity()
+            );
+        }
+        out.consume(usize::MAX);
+        assert!(out.is_empty());
+        assert_eq!(out.len(), 0);
+    }
+
+    #[test]
+    fn out_buf_stays_bounded_for_a_peer_that_reads_a_little_at_a_time() {
+        let mut out = OutBuf::default();
+        let backlog = 1 << 20;
+        out.extend(&vec![1u8; backlog]);
+        let rounds = 50_000;
+        for i in 0..rounds {
+            out.consume(100);
+            out.extend(&[(i % 251) as u8; 100]);
+            assert_eq!(out.len(), backlog);
+        }
+        assert!(out.capacity() <= 4 * backlog, "capacity {}", out.capacity());
+        assert!(out.moved <= rounds * 100, "moved {} bytes", out.moved);
+        let tail = &out.pending()[backlog - 100..];
+        assert!(tail.iter().all(|&b| b == ((rounds - 1) % 251) as u8));
     }
 }

@@ -190,11 +190,11 @@ impl Connection {
         self.busy.as_ref().map_or(0, |b| b.out.len())
     }
 
-    /// The unwritten output as (at most) two slices, for `writev`.
-    pub(crate) fn output(&self) -> (&[u8], &[u8]) {
+    /// The unwritten output, oldest first.
+    pub(crate) fn output(&self) -> &[u8] {
         match &self.busy {
-            Some(busy) => busy.out.as_slices(),
-            None => (&[], &[]),
+            Some(busy) => busy.out.pending(),
+            None => &[],
         }
     }
 
@@ -202,7 +202,7 @@ impl Connection {
     /// (calling the handler's `on_drain`); returns true when reading resumed.
     pub(crate) fn wrote<H: Handler>(&mut self, n: usize, env: &mut Env<'_, H>) -> bool {
         if let Some(busy) = self.busy.as_mut() {
-            crate::buffers::consume_front(&mut busy.out, n);
+            busy.out.consume(n);
         }
         let mut resumed = false;
         if self.flags & READ_PAUSED != 0 && self.pending_output() <= env.config.backlog_low_water {
@@ -377,7 +377,7 @@ impl Connection {
                     return Some(used);
                 }
                 handshake::write_switching_protocols(
-                    &mut self.busy_mut(env.pool).out,
+                    self.busy_mut(env.pool).out.appender(),
                     &accept,
                     subprotocol,
                 );
@@ -401,7 +401,7 @@ impl Connection {
                 .is_some_and(|v| v.trim_ascii() != b"0");
         let keep_alive = !request.wants_close() && !has_body;
         http::write_handler_response(
-            &mut self.busy_mut(env.pool).out,
+            self.busy_mut(env.pool).out.appender(),
             &response,
             request.method == "HEAD",
             keep_alive,
@@ -415,7 +415,7 @@ impl Connection {
     }
 
     fn refuse<H: Handler>(&mut self, refusal: Refusal, env: &mut Env<'_, H>) {
-        handshake::write_refusal(&mut self.busy_mut(env.pool).out, refusal);
+        handshake::write_refusal(self.busy_mut(env.pool).out.appender(), refusal);
         env.stats.refused += 1;
         self.close_after_output(env);
     }
@@ -970,9 +970,7 @@ impl Connection {
     fn queue_frame(&mut self, opcode: OpCode, payload: &[u8], pool: &mut BusyPool) {
         let mut header = [0u8; MAX_HEADER_LEN];
         let n = frame::encode_header(&mut header, true, opcode, None, payload.len() as u64);
-        let busy = self.busy_mut(pool);
-        busy.out.extend(&header[..n]);
-        busy.out.extend(payload);
+        self.busy_mut(pool).out.push_frame(&header, n, payload);
     }
 
     /// Sends a frame if the connection is open, enforcing the backlog limits.
@@ -998,15 +996,15 @@ impl Connection {
         if matches!(head.opcode, OpCode::Text | OpCode::Binary) {
             stats.messages_out += 1;
         }
-        let mut header = [0u8; MAX_HEADER_LEN];
+        let mut header_bytes = [0u8; MAX_HEADER_LEN];
         let header_len = frame::encode_header(
-            &mut header,
+            &mut header_bytes,
             head.fin,
             head.opcode,
             None,
             payload.len() as u64,
         );
-        let header = &header[..header_len];
+        let header = &header_bytes[..header_len];
         let mut written = 0;
         let part = !head.fin || head.opcode == OpCode::Continuation;
         let direct_min = if part {
@@ -1025,12 +1023,14 @@ impl Connection {
             stats.bytes_out += written as u64;
         }
         if written < header_len + payload.len() {
-            let busy = self.busy_mut(pool);
-            if written < header_len {
-                busy.out.extend(&header[written..]);
-                busy.out.extend(payload);
+            let out = &mut self.busy_mut(pool).out;
+            if written == 0 {
+                out.push_frame(&header_bytes, header_len, payload);
+            } else if written < header_len {
+                out.extend(&header[written..]);
+                out.extend(payload);
             } else {
-                busy.out.extend(&payload[written - header_len..]);
+                out.extend(&payload[written - header_len..]);
             }
         }
         if self.pending_output() > config.backlog_high_water {

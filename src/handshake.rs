@@ -5,8 +5,6 @@
 //! no state between calls and never touches a socket: the connection feeds it a head and copies
 //! what it writes.
 
-use std::collections::VecDeque;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
@@ -221,22 +219,18 @@ fn is_valid_key(key: &[u8]) -> bool {
 }
 
 /// Writes the `101 Switching Protocols` response.
-pub fn write_switching_protocols(
-    out: &mut VecDeque<u8>,
-    accept: &[u8; 28],
-    subprotocol: Option<&str>,
-) {
-    out.extend(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-    out.extend(accept);
+pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &[u8; 28], subprotocol: Option<&str>) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept);
     if let Some(protocol) = subprotocol {
-        out.extend(b"\r\nSec-WebSocket-Protocol: ");
-        out.extend(protocol.as_bytes());
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(protocol.as_bytes());
     }
-    out.extend(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Writes the response for a refused request; the connection is closed after it.
-pub fn write_refusal(out: &mut VecDeque<u8>, refusal: Refusal) {
+pub fn write_refusal(out: &mut Vec<u8>, refusal: Refusal) {
     let (status, reason) = refusal.status();
     let body: &str = match refusal {
         Refusal::BadRequest(why) => why,

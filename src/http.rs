@@ -5,7 +5,6 @@
 //! decide what to serve (the handler does) and never touches a socket.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::io::Write as _;
 
 /// A response to an ordinary HTTP request, built by the handler.
@@ -78,7 +77,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// but its length still announced; `keep_alive` chooses the `Connection` header.
 #[allow(clippy::too_many_arguments)]
 pub fn write_response(
-    out: &mut VecDeque<u8>,
+    out: &mut Vec<u8>,
     status: u16,
     reason: &str,
     content_type: &str,
@@ -87,7 +86,7 @@ pub fn write_response(
     head_only: bool,
     keep_alive: bool,
 ) {
-    // Writing into a VecDeque cannot fail.
+    // Writing into a Vec cannot fail.
     let _ = write!(
         out,
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n",
@@ -97,15 +96,15 @@ pub fn write_response(
     for (name, value) in headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    out.extend(b"\r\n");
+    out.extend_from_slice(b"\r\n");
     if !head_only {
-        out.extend(body);
+        out.extend_from_slice(body);
     }
 }
 
 /// Writes a handler's [`Response`].
 pub(crate) fn write_handler_response(
-    out: &mut VecDeque<u8>,
+    out: &mut Vec<u8>,
     response: &Response,
     head_only: bool,
     keep_alive: bool,
@@ -133,9 +132,9 @@ mod tests {
 
     #[test]
     fn head_only_announces_length_without_body() {
-        let mut out = VecDeque::new();
+        let mut out = Vec::new();
         write_response(&mut out, 200, "OK", "text/html", &[], b"hello", true, true);
-        let text = String::from_utf8(out.into_iter().collect()).unwrap();
+        let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Content-Length: 5\r\n"));
         assert!(text.contains("Connection: keep-alive\r\n"));

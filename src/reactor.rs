@@ -364,7 +364,7 @@ impl<H: Handler> Server<H> {
         self.flush(key);
     }
 
-    /// Writes what the connection queued (one `writev` in the common case) and drops the
+    /// Writes what the connection queued (one `write` in the common case) and drops the
     /// connection if it is finished.
     fn flush(&mut self, key: usize) {
         let Server {
@@ -379,13 +379,9 @@ impl<H: Handler> Server<H> {
         };
         let mut env = shared.env(slot.id(key), None);
         while slot.conn.pending_output() > 0 {
-            let (first, second) = slot.conn.output();
-            let total = first.len() + second.len();
-            let result = if second.is_empty() {
-                (&slot.stream).write(first)
-            } else {
-                (&slot.stream).write_vectored(&[IoSlice::new(first), IoSlice::new(second)])
-            };
+            let pending = slot.conn.output();
+            let total = pending.len();
+            let result = (&slot.stream).write(pending);
             match result {
                 Ok(n) => {
                     env.stats.bytes_out += n as u64;

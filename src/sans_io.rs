@@ -54,10 +54,9 @@ impl<H: Handler> Endpoint<H> {
 
     /// Moves everything the connection wants written into `out`, as if the socket took it all.
     pub fn drain_output(&mut self, out: &mut Vec<u8>) {
-        let (first, second) = self.conn.output();
-        out.extend_from_slice(first);
-        out.extend_from_slice(second);
-        let written = first.len() + second.len();
+        let pending = self.conn.output();
+        out.extend_from_slice(pending);
+        let written = pending.len();
         let (conn, mut env) = self.split();
         conn.wrote(written, &mut env);
     }
