@@ -3,7 +3,7 @@
 //! Owns sockets, readiness, the clock and timers, and nothing about the protocol: it moves bytes
 //! between sockets and [`Connection`] state machines. Per loop turn it reads each ready socket
 //! until a short read (or a budget), lets the connection handle the bytes in place in one shared
-//! read buffer, then writes everything the connection queued with a single `writev`.
+//! read buffer, then writes everything the connection queued with a single `write`.
 //!
 //! Sockets are registered once for both READABLE and WRITABLE, edge-triggered: that costs no
 //! `epoll_ctl` per message, and a writable edge only arrives after a write hit a full socket
