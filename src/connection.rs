@@ -61,9 +61,13 @@ pub(crate) const DIRECT_READ_MIN: u64 = 16 * 1024;
 /// buffer: for a 1 MiB echo that copy costs as much as the unmasking. Smaller ones are corked.
 pub(crate) const DIRECT_WRITE_MIN: usize = 64 * 1024;
 
-/// The same for a fragment of a message sent in parts: each comes from one read, so writing it
-/// at once costs no extra syscall, while corking it costs a copy.
-const DIRECT_WRITE_PART_MIN: usize = 4 * 1024;
+/// The same for a frame whose write would not be shared anyway: a fragment of a message sent
+/// in parts (each comes from one read), or the reply to the frame that ends a read when
+/// nothing is queued ahead of it. Writing it at once costs no extra syscall, while corking it
+/// costs a copy. (With 8 messages of 16 KiB in flight, writing every message at once measured
+/// 20-30% fewer messages/s than corking them; the reply that ends a read does not have that
+/// cost.)
+const DIRECT_WRITE_ALONE_MIN: usize = 4 * 1024;
 
 /// The first byte of an outgoing frame, as its parts.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +131,10 @@ impl<H> Shared<H> {
             stats: &mut self.stats,
             now: self.now,
             id,
-            direct,
+            direct: direct.map(|socket| Direct {
+                socket,
+                alone: false,
+            }),
         }
     }
 }
@@ -143,7 +150,25 @@ pub(crate) struct Env<'a, H> {
     pub id: ConnId,
     /// Where a large send may be written at once instead of being copied into the out buffer
     /// (the reactor lends its socket through [`Transmit`]; tests and ticks pass `None`).
-    pub direct: Option<&'a dyn Transmit>,
+    pub direct: Option<Direct<'a>>,
+}
+
+/// The socket lent for immediate writes, and what the connection knows about the reply.
+#[derive(Clone, Copy)]
+pub(crate) struct Direct<'a> {
+    pub socket: &'a dyn Transmit,
+    /// The frame being handled ends the bytes of the current read, so a reply to it would not
+    /// share its write with the replies to later frames.
+    pub alone: bool,
+}
+
+impl<H> Env<'_, H> {
+    /// Records whether the frame about to be handled ends the current read.
+    fn frame_ends_read(&mut self, ends: bool) {
+        if let Some(direct) = self.direct.as_mut() {
+            direct.alone = ends;
+        }
+    }
 }
 
 /// A socket the reactor lends for one immediate write; the connection never sees its type.
@@ -438,13 +463,15 @@ impl Connection {
             }
         }
         while !input.is_empty() && self.reads_frames() {
-            let used = if self.busy.as_ref().is_some_and(|b| b.cursor.is_some()) {
+            let used = if let Some(cursor) = self.busy.as_ref().and_then(|b| b.cursor) {
+                env.frame_ends_read(cursor.remaining >= input.len() as u64);
                 self.continue_payload(input, env)
             } else if self.busy.as_ref().is_some_and(|b| b.header_len > 0) {
                 self.complete_header(input, env)
             } else if let Some((opcode, key, total)) = frame::short_data_frame(input)
                 .filter(|&(_, _, total)| self.takes_whole_message(total, env.config))
             {
+                env.frame_ends_read(total == input.len());
                 let payload = &mut input[frame::SHORT_MASKED_HEADER_LEN..total];
                 self.complete_frame(opcode, true, payload, key, env);
                 total
@@ -468,6 +495,7 @@ impl Connection {
                         };
                         let total = header.header_len as u64 + header.payload_len;
                         if input.len() as u64 >= total {
+                            env.frame_ends_read(input.len() as u64 == total);
                             let payload = &mut input[header.header_len..total as usize];
                             let key = header.mask.unwrap_or_default();
                             self.complete_frame(opcode, header.fin, payload, key, env);
@@ -771,6 +799,8 @@ impl Connection {
         if checked.is_err() {
             self.fail_bad_text(env);
         } else if cursor.remaining == 0 {
+            // The read was sized to the frame: nothing follows it.
+            env.frame_ends_read(true);
             self.finish_payload(env);
         }
     }
@@ -981,7 +1011,7 @@ impl Connection {
         pool: &mut BusyPool,
         config: &Config,
         stats: &mut Stats,
-        direct: Option<&dyn Transmit>,
+        direct: Option<Direct<'_>>,
     ) -> SendStatus {
         if self.state != State::Open {
             return SendStatus::Closed;
@@ -1007,12 +1037,12 @@ impl Connection {
         let header = &header_bytes[..header_len];
         let mut written = 0;
         let part = !head.fin || head.opcode == OpCode::Continuation;
-        let direct_min = if part {
-            DIRECT_WRITE_PART_MIN
+        let direct_min = if part || direct.is_some_and(|d| d.alone) {
+            DIRECT_WRITE_ALONE_MIN
         } else {
             DIRECT_WRITE_MIN
         };
-        if let Some(socket) =
+        if let Some(Direct { socket, .. }) =
             direct.filter(|_| payload.len() >= direct_min && self.pending_output() == 0)
         {
             // Nothing is queued ahead of it, so writing now keeps the order. A failed write
@@ -1140,7 +1170,7 @@ pub struct Conn<'a> {
     config: &'a Config,
     stats: &'a mut Stats,
     now: u64,
-    direct: Option<&'a dyn Transmit>,
+    direct: Option<Direct<'a>>,
 }
 
 impl std::fmt::Debug for Conn<'_> {
@@ -1161,7 +1191,7 @@ impl<'a> Conn<'a> {
         config: &'a Config,
         stats: &'a mut Stats,
         now: u64,
-        direct: Option<&'a dyn Transmit>,
+        direct: Option<Direct<'a>>,
     ) -> Self {
         Conn {
             id,

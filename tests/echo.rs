@@ -83,6 +83,39 @@ fn many_frames_in_one_write_are_all_answered_in_order() {
 }
 
 #[test]
+fn medium_messages_alone_and_in_batches_come_back_whole_and_in_order() {
+    // Replies of 4 KiB and more to the frame that ends a read go straight to the socket when
+    // nothing is queued ahead of them; the others are queued. Mixed, they must keep order.
+    let server = TestServer::echo();
+    let mut client = RawClient::open(server.addr);
+    let sizes = [100usize, 4096, 5000, 20_000, 3000, 70_000];
+    let payload = |i: usize| -> Vec<u8> {
+        let size = sizes[i % sizes.len()];
+        (0..size).map(|j| (i * 7 + j) as u8).collect()
+    };
+    let mut batch = Vec::new();
+    for i in 0..60 {
+        batch.extend(masked_frame(true, 2, &payload(i)));
+    }
+    client.send(&batch);
+    for i in 0..60 {
+        assert_eq!(
+            client.read_frame().unwrap().payload,
+            payload(i),
+            "batched {i}"
+        );
+    }
+    for i in 60..90 {
+        client.send(&masked_frame(true, 2, &payload(i)));
+        assert_eq!(
+            client.read_frame().unwrap().payload,
+            payload(i),
+            "alone {i}"
+        );
+    }
+}
+
+#[test]
 fn ping_is_answered_with_the_same_payload() {
     let server = TestServer::echo();
     let mut client = RawClient::open(server.addr);
