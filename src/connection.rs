@@ -58,7 +58,8 @@ pub(crate) const DIRECT_READ_MIN: u64 = 16 * 1024;
 
 /// Messages at least this large, sent while nothing else is waiting to be written, go straight
 /// to the socket (header and payload in one `writev`) instead of being copied into the out
-/// buffer: for a 1 MiB echo that copy costs as much as the unmasking. Smaller ones are corked.
+/// buffer: for a 1 MiB echo that copy costs as much as the unmasking. Smaller ones are corked,
+/// unless [`DIRECT_WRITE_ALONE_MIN`] applies.
 pub(crate) const DIRECT_WRITE_MIN: usize = 64 * 1024;
 
 /// The same for a frame whose write would not be shared anyway: a fragment of a message sent
