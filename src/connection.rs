@@ -51,6 +51,9 @@ const DISCARD_INPUT: u8 = 16;
 const STREAM_IN: u8 = 32;
 /// We sent a data frame without FIN: our next data frame must be its continuation.
 const PARTS_OUT: u8 = 64;
+/// The frame being handled ends the bytes of the current read, so a reply to it shares no
+/// write with replies to later frames (see [`DIRECT_WRITE_ALONE_MIN`]).
+const ENDS_READ: u8 = 128;
 
 /// Payloads at least this large that are still arriving are read straight into the message
 /// buffer by the reactor, instead of through the shared read buffer.
@@ -132,10 +135,7 @@ impl<H> Shared<H> {
             stats: &mut self.stats,
             now: self.now,
             id,
-            direct: direct.map(|socket| Direct {
-                socket,
-                alone: false,
-            }),
+            direct,
         }
     }
 }
@@ -151,25 +151,7 @@ pub(crate) struct Env<'a, H> {
     pub id: ConnId,
     /// Where a large send may be written at once instead of being copied into the out buffer
     /// (the reactor lends its socket through [`Transmit`]; tests and ticks pass `None`).
-    pub direct: Option<Direct<'a>>,
-}
-
-/// The socket lent for immediate writes, and what the connection knows about the reply.
-#[derive(Clone, Copy)]
-pub(crate) struct Direct<'a> {
-    pub socket: &'a dyn Transmit,
-    /// The frame being handled ends the bytes of the current read, so a reply to it would not
-    /// share its write with the replies to later frames.
-    pub alone: bool,
-}
-
-impl<H> Env<'_, H> {
-    /// Records whether the frame about to be handled ends the current read.
-    fn frame_ends_read(&mut self, ends: bool) {
-        if let Some(direct) = self.direct.as_mut() {
-            direct.alone = ends;
-        }
-    }
+    pub direct: Option<&'a dyn Transmit>,
 }
 
 /// A socket the reactor lends for one immediate write; the connection never sees its type.
@@ -465,14 +447,14 @@ impl Connection {
         }
         while !input.is_empty() && self.reads_frames() {
             let used = if let Some(cursor) = self.busy.as_ref().and_then(|b| b.cursor) {
-                env.frame_ends_read(cursor.remaining >= input.len() as u64);
+                self.set_ends_read(cursor.remaining >= input.len() as u64);
                 self.continue_payload(input, env)
             } else if self.busy.as_ref().is_some_and(|b| b.header_len > 0) {
                 self.complete_header(input, env)
             } else if let Some((opcode, key, total)) = frame::short_data_frame(input)
                 .filter(|&(_, _, total)| self.takes_whole_message(total, env.config))
             {
-                env.frame_ends_read(total == input.len());
+                self.set_ends_read(total == input.len());
                 let payload = &mut input[frame::SHORT_MASKED_HEADER_LEN..total];
                 self.complete_frame(opcode, true, payload, key, env);
                 total
@@ -496,7 +478,7 @@ impl Connection {
                         };
                         let total = header.header_len as u64 + header.payload_len;
                         if input.len() as u64 >= total {
-                            env.frame_ends_read(input.len() as u64 == total);
+                            self.set_ends_read(input.len() as u64 == total);
                             let payload = &mut input[header.header_len..total as usize];
                             let key = header.mask.unwrap_or_default();
                             self.complete_frame(opcode, header.fin, payload, key, env);
@@ -522,6 +504,16 @@ impl Connection {
             && self.busy.as_ref().is_none_or(|b| b.message_kind.is_none())
             && len <= config.max_frame_size
             && len <= config.max_message_size
+    }
+
+    /// Records whether the frame about to be handled ends the current read.
+    #[inline]
+    fn set_ends_read(&mut self, ends: bool) {
+        if ends {
+            self.flags |= ENDS_READ;
+        } else {
+            self.flags &= !ENDS_READ;
+        }
     }
 
     fn reads_frames(&self) -> bool {
@@ -801,7 +793,7 @@ impl Connection {
             self.fail_bad_text(env);
         } else if cursor.remaining == 0 {
             // The read was sized to the frame: nothing follows it.
-            env.frame_ends_read(true);
+            self.set_ends_read(true);
             self.finish_payload(env);
         }
     }
@@ -1012,7 +1004,7 @@ impl Connection {
         pool: &mut BusyPool,
         config: &Config,
         stats: &mut Stats,
-        direct: Option<Direct<'_>>,
+        direct: Option<&dyn Transmit>,
     ) -> SendStatus {
         if self.state != State::Open {
             return SendStatus::Closed;
@@ -1038,12 +1030,12 @@ impl Connection {
         let header = &header_bytes[..header_len];
         let mut written = 0;
         let part = !head.fin || head.opcode == OpCode::Continuation;
-        let direct_min = if part || direct.is_some_and(|d| d.alone) {
+        let direct_min = if part || self.flags & ENDS_READ != 0 {
             DIRECT_WRITE_ALONE_MIN
         } else {
             DIRECT_WRITE_MIN
         };
-        if let Some(Direct { socket, .. }) =
+        if let Some(socket) =
             direct.filter(|_| payload.len() >= direct_min && self.pending_output() == 0)
         {
             // Nothing is queued ahead of it, so writing now keeps the order. A failed write
@@ -1171,7 +1163,7 @@ pub struct Conn<'a> {
     config: &'a Config,
     stats: &'a mut Stats,
     now: u64,
-    direct: Option<Direct<'a>>,
+    direct: Option<&'a dyn Transmit>,
 }
 
 impl std::fmt::Debug for Conn<'_> {
@@ -1192,7 +1184,7 @@ impl<'a> Conn<'a> {
         config: &'a Config,
         stats: &'a mut Stats,
         now: u64,
-        direct: Option<Direct<'a>>,
+        direct: Option<&'a dyn Transmit>,
     ) -> Self {
         Conn {
             id,
