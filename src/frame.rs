@@ -152,8 +152,9 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<FrameHeader>, HeaderError> {
     }))
 }
 
-/// Encodes a header into `out` and returns its length. Servers pass `mask: None`; the load
-/// generator and tests use the same function for client frames.
+/// Encodes a header into `out` and returns its length. Servers pass `mask: None`; the tests and
+/// benches use the same function for client frames (the load generator has its own framing
+/// code and does not use it).
 #[inline]
 pub fn encode_header(
     out: &mut [u8; MAX_HEADER_LEN],

@@ -192,11 +192,8 @@ impl Conn {
                 ctx.masked.push_frame(&mut self.out, opcode, &tag, pick);
             }
             Mode::Raw => {
-                // The same fixed-size copy and cut as the WebSocket frame's tag, so both
-                // generators pay alike for it.
-                let at = self.out.len();
-                self.out.extend_from_slice(&tag);
-                self.out.truncate(at + p.tag_len());
+                // Copied as the WebSocket frame's tag is, so both generators pay alike.
+                frame::push_prefix(&mut self.out, &tag, p.tag_len());
                 self.out.extend_from_slice(ctx.payload.body());
             }
         }

@@ -63,6 +63,16 @@ fn encode_header(head: &mut [u8], opcode: u8, len: usize, key: [u8; 4]) -> usize
     at + 4
 }
 
+/// Appends the first `len` bytes of `bytes`. Copying the whole fixed-size array and cutting it
+/// back is a few register moves, where a copy of a run-time length would be a call to
+/// `memcpy`: this is on the generator's per-message path.
+#[inline]
+pub fn push_prefix<const N: usize>(out: &mut Vec<u8>, bytes: &[u8; N], len: usize) {
+    let at = out.len();
+    out.extend_from_slice(bytes);
+    out.truncate(at + len.min(N));
+}
+
 /// Appends a frame header for a masked client frame with FIN set.
 pub fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize, key: [u8; 4]) {
     let mut head = [0u8; MAX_HEADER_LEN];
@@ -139,12 +149,8 @@ impl MaskedBodies {
         // The tag starts at key phase 0: mask it as one word.
         let masked = u64::from_ne_bytes(*tag) ^ key8;
         head[n..n + TAG_LEN].copy_from_slice(&masked.to_ne_bytes());
-        // Copying the whole fixed-size array and cutting it back is a few register moves;
-        // a copy of `n + tag_len` bytes would be a call to memcpy.
-        let at = out.len();
         out.reserve(head.len() + body.len());
-        out.extend_from_slice(&head);
-        out.truncate(at + n + tag_len);
+        push_prefix(out, &head, n + tag_len);
         out.extend_from_slice(body);
     }
 }
