@@ -3,12 +3,13 @@
 //! Owns the XOR loop and nothing else: it knows nothing about frames, only about a key and the
 //! key's phase, so that a frame split across reads can be unmasked piece by piece. The key is
 //! widened to a word rotated to the slice's phase. Below 16 bytes a few word-sized steps cover
-//! the slice without a loop. On x86_64, up to 256 bytes, an inlined loop of 16-byte SSE2
-//! vectors ends a ragged slice with one overlapping vector instead of a byte tail; from 256
-//! bytes to 32 KiB a 32-byte AVX2 loop, with 64-byte AVX-512 blocks on CPUs that have them, is
-//! chosen at run time, because the release binary is not built for `target-cpu=native`. Above
-//! 32 KiB (where L2 bandwidth, not vector width, is the limit), and on other architectures,
-//! the portable loop XORs 64-bit words, which the compiler vectorises.
+//! the slice without a loop, and from 16 to 32 bytes two vectors do; both are inlined into the
+//! caller. On x86_64, up to 256 bytes, a loop of 16-byte SSE2 vectors ends a ragged slice with
+//! one overlapping vector instead of a byte tail; from 256 bytes to 32 KiB a 32-byte AVX2
+//! loop, with 64-byte AVX-512 blocks on CPUs that have them, is chosen at run time, because
+//! the release binary is not built for `target-cpu=native`. Above 32 KiB (where L2 bandwidth,
+//! not vector width, is the limit), and on other architectures, the portable loop XORs 64-bit
+//! words, which the compiler vectorises.
 
 /// Below this many bytes no vector loop runs: a few word-sized XORs cover the whole slice.
 const SMALL: usize = 16;
@@ -32,13 +33,18 @@ const WIDE_MAX: usize = 32 << 10;
 /// Returns the phase for the byte that follows `data`, so a caller that unmasks a payload in
 /// several pieces passes the returned value to the next call. Masking and unmasking are the
 /// same operation.
-#[inline]
+///
+/// Up to 32 bytes (most messages) it is inlined whole into the caller, with no loop; longer
+/// slices go to a loop that is not.
+#[inline(always)]
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     let phase = phase & 3;
     // The key as a little-endian word rotated so that its low byte masks `data[0]`.
     let word = u32::from_le_bytes(key).rotate_right(8 * phase as u32);
     if data.len() < SMALL {
         xor_short(data, word);
+    } else if data.len() <= 2 * SMALL {
+        xor_up_to_32(data, word);
     } else {
         xor_long(data, word);
     }
@@ -121,8 +127,25 @@ fn xor_tail(data: &mut [u8], key: u32) {
     }
 }
 
-/// 16 bytes or more, with the widest loop the CPU supports.
-#[inline]
+/// 16 to 32 bytes, the size of most chat and game messages: on x86_64 two 16-byte SSE2
+/// vectors, the first and the last, which overlap unless the slice is exactly 32 bytes. Both
+/// are loaded before either is stored, so the shared bytes come out right. No loop, inlined.
+#[inline(always)]
+fn xor_up_to_32(data: &mut [u8], key: u32) {
+    debug_assert!((16..=32).contains(&data.len()));
+    #[cfg(target_arch = "x86_64")]
+    x86::xor_two_vectors(data, key);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (block, rest) = data.split_at_mut(16);
+        xor_u64(&mut block[..8], key);
+        xor_u64(&mut block[8..], key);
+        xor_tail(rest, key); // at most 16 bytes
+    }
+}
+
+/// More than 32 bytes, with the widest loop the CPU supports.
+#[inline(never)]
 fn xor_long(data: &mut [u8], key: u32) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -162,8 +185,8 @@ mod x86 {
         _mm512_xor_si512, _mm_loadu_si128, _mm_set1_epi32, _mm_storeu_si128, _mm_xor_si128,
     };
 
-    /// 16 bytes or more (meant for fewer than [`super::ZMM_MIN`]) in 16-byte SSE2 vectors,
-    /// which every x86_64 CPU has, so this inlines into its callers with no feature check. A
+    /// 33 bytes or more (meant for fewer than [`super::ZMM_MIN`]) in 16-byte SSE2 vectors,
+    /// which every x86_64 CPU has, so this needs no feature check. A
     /// ragged end costs one more vector, not a byte-by-byte tail: the last 16 bytes are loaded
     /// before the loop and written last, XORed from those original values, so the bytes this
     /// vector shares with the loop's last one come out right although both store them.
@@ -186,6 +209,31 @@ mod x86 {
                 _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), wide));
                 at += 16;
             }
+            _mm_storeu_si128(
+                ptr.add(tail_at) as *mut __m128i,
+                _mm_xor_si128(tail, tail_key),
+            );
+        }
+    }
+
+    /// 16 to 32 bytes as two 16-byte vectors, the first and the last (see
+    /// [`super::xor_up_to_32`]).
+    #[inline(always)]
+    pub(super) fn xor_two_vectors(data: &mut [u8], key: u32) {
+        let len = data.len();
+        assert!((16..=32).contains(&len));
+        let ptr = data.as_mut_ptr();
+        let tail_at = len - 16;
+        // SAFETY: SSE2 is part of the x86_64 baseline. Both 16-byte accesses, at 0 and at
+        // `len - 16`, lie inside `data`; both are loaded before anything is stored.
+        unsafe {
+            let head = _mm_loadu_si128(ptr as *const __m128i);
+            let tail = _mm_loadu_si128(ptr.add(tail_at) as *const __m128i);
+            let tail_key = _mm_set1_epi32(super::advance(key, tail_at) as i32);
+            _mm_storeu_si128(
+                ptr as *mut __m128i,
+                _mm_xor_si128(head, _mm_set1_epi32(key as i32)),
+            );
             _mm_storeu_si128(
                 ptr.add(tail_at) as *mut __m128i,
                 _mm_xor_si128(tail, tail_key),
