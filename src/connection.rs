@@ -446,18 +446,17 @@ impl Connection {
             }
         }
         while !input.is_empty() && self.reads_frames() {
+            if self.nothing_in_progress() {
+                input = self.short_messages(input, env);
+                if input.is_empty() || !self.reads_frames() {
+                    break;
+                }
+            }
             let used = if let Some(cursor) = self.busy.as_ref().and_then(|b| b.cursor) {
                 self.set_ends_read(cursor.remaining >= input.len() as u64);
                 self.continue_payload(input, env)
             } else if self.busy.as_ref().is_some_and(|b| b.header_len > 0) {
                 self.complete_header(input, env)
-            } else if let Some((opcode, key, total)) = frame::short_data_frame(input)
-                .filter(|&(_, _, total)| self.takes_whole_message(total, env.config))
-            {
-                self.set_ends_read(total == input.len());
-                let payload = &mut input[frame::SHORT_MASKED_HEADER_LEN..total];
-                self.complete_frame(opcode, true, payload, key, env);
-                total
             } else {
                 match frame::decode_header(input) {
                     Err(frame::HeaderError::LengthTooLarge) => {
@@ -494,16 +493,45 @@ impl Connection {
         }
     }
 
-    /// Whether a whole unfragmented data frame that [`frame::short_data_frame`] found passes
-    /// every check [`Connection::check_header`] would make: open, no message in progress, and
-    /// within both size limits. (Its header bits were checked by the pattern.)
+    /// No frame or message is part-way through: the next byte starts a frame, and a data frame
+    /// must start a message.
     #[inline]
-    fn takes_whole_message(&self, frame_len: usize, config: &Config) -> bool {
-        let len = frame_len - frame::SHORT_MASKED_HEADER_LEN;
-        self.state == State::Open
-            && self.busy.as_ref().is_none_or(|b| b.message_kind.is_none())
-            && len <= config.max_frame_size
-            && len <= config.max_message_size
+    fn nothing_in_progress(&self) -> bool {
+        self.busy
+            .as_ref()
+            .is_none_or(|b| b.cursor.is_none() && b.header_len == 0 && b.message_kind.is_none())
+    }
+
+    /// Takes the run of whole short data frames at the start of `input` (see
+    /// [`frame::short_data_frame`]), the frames most messages come in, and returns the rest.
+    /// Nothing may be in progress when it is called, and handling such a frame leaves nothing
+    /// in progress (the handler cannot start an incoming message), so each frame costs only
+    /// the checks [`Connection::check_header`] would make that the pattern does not: the
+    /// connection is open, and the payload is within both size limits.
+    #[inline]
+    fn short_messages<'b, H: Handler>(
+        &mut self,
+        mut input: &'b mut [u8],
+        env: &mut Env<'_, H>,
+    ) -> &'b mut [u8] {
+        let limit = env.config.max_frame_size.min(env.config.max_message_size);
+        while self.state == State::Open {
+            let Some((opcode, key, total)) = frame::short_data_frame(input)
+                .filter(|&(_, _, total)| total - frame::SHORT_MASKED_HEADER_LEN <= limit)
+            else {
+                break;
+            };
+            self.set_ends_read(total == input.len());
+            let (this, rest) = input.split_at_mut(total);
+            self.deliver_whole(
+                opcode,
+                &mut this[frame::SHORT_MASKED_HEADER_LEN..],
+                key,
+                env,
+            );
+            input = rest;
+        }
+        input
     }
 
     /// Records whether the frame about to be handled ends the current read.
@@ -834,19 +862,7 @@ impl Connection {
             return; // closing: data is discarded
         }
         if fin && opcode != OpCode::Continuation {
-            // A whole message in one frame: hand the handler a borrowed slice, no copy.
-            env.stats.messages_in += 1;
-            let message = if opcode == OpCode::Text {
-                match utf8::unmask_and_validate(payload, key) {
-                    Ok(text) => Message::Text(text),
-                    Err(_) => return self.fail_bad_text(env),
-                }
-            } else {
-                apply_mask(payload, key, 0);
-                Message::Binary(payload)
-            };
-            self.call(env, |handler, conn| handler.on_message(conn, message));
-            return;
+            return self.deliver_whole(opcode, payload, key, env);
         }
         if opcode != OpCode::Continuation && self.streams(payload.len() as u64, env) {
             // The first of several fragments, large enough to be handed over in parts.
@@ -869,6 +885,31 @@ impl Connection {
         if fin {
             self.deliver_assembled(env);
         }
+    }
+
+    /// A whole message in one frame (text or binary, FIN set, no message in progress, the
+    /// connection open), still masked with `key`: unmasked in place (text in the same pass as
+    /// its UTF-8 check) and handed to the handler as a borrowed slice, no copy. Inlined into
+    /// the short-frame path of [`frame_input`](Self::frame_input), where most messages go.
+    #[inline(always)]
+    fn deliver_whole<H: Handler>(
+        &mut self,
+        opcode: OpCode,
+        payload: &mut [u8],
+        key: [u8; 4],
+        env: &mut Env<'_, H>,
+    ) {
+        env.stats.messages_in += 1;
+        let message = if opcode == OpCode::Text {
+            match utf8::unmask_and_validate(payload, key) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return self.fail_bad_text(env),
+            }
+        } else {
+            apply_mask(payload, key, 0);
+            Message::Binary(payload)
+        };
+        self.call(env, |handler, conn| handler.on_message(conn, message));
     }
 
     /// Hands the handler the message assembled in the message buffer.
@@ -996,7 +1037,9 @@ impl Connection {
         self.busy_mut(pool).out.push_frame(&header, n, payload);
     }
 
-    /// Sends a frame if the connection is open, enforcing the backlog limits.
+    /// Sends a frame if the connection is open, enforcing the backlog limits. Small frames,
+    /// which are most of them, take the inlined path: one size check, the header, one append.
+    #[inline]
     pub(crate) fn send_frame(
         &mut self,
         head: FrameHead,
@@ -1009,59 +1052,80 @@ impl Connection {
         if self.state != State::Open {
             return SendStatus::Closed;
         }
-        if self.pending_output() + payload.len() + MAX_HEADER_LEN > config.max_backlog {
-            // The peer is not reading: give up on it rather than grow without bound.
-            self.state = State::Closed;
-            self.flags |= ABORT;
-            stats.backlog_drops += 1;
-            return SendStatus::Dropped;
+        let pending = self.pending_output();
+        if pending + payload.len() + MAX_HEADER_LEN > config.max_backlog {
+            return self.drop_for_backlog(stats);
         }
         if matches!(head.opcode, OpCode::Text | OpCode::Binary) {
             stats.messages_out += 1;
         }
-        let mut header_bytes = [0u8; MAX_HEADER_LEN];
+        let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = frame::encode_header(
-            &mut header_bytes,
+            &mut header,
             head.fin,
             head.opcode,
             None,
             payload.len() as u64,
         );
-        let header = &header_bytes[..header_len];
-        let mut written = 0;
+        let written = match direct {
+            // Nothing is queued ahead of it, so writing now keeps the order.
+            Some(socket) if payload.len() >= DIRECT_WRITE_ALONE_MIN && pending == 0 => {
+                self.write_now(socket, head, &header[..header_len], payload, stats)
+            }
+            _ => 0,
+        };
+        let out = &mut self.busy_mut(pool).out;
+        if written == 0 {
+            out.push_frame(&header, header_len, payload);
+        } else if written < header_len {
+            out.extend(&header[written..header_len]);
+            out.extend(payload);
+        } else if written < header_len + payload.len() {
+            out.extend(&payload[written - header_len..]);
+        }
+        if out.len() > config.backlog_high_water {
+            self.flags |= READ_PAUSED;
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Writes a large frame to the socket at once, if it is large enough for that to beat
+    /// copying it into the out buffer; returns the bytes written (0: queue it all). A failed
+    /// write leaves it all queued: the next flush meets the same error and drops the socket.
+    #[inline(never)]
+    fn write_now(
+        &self,
+        socket: &dyn Transmit,
+        head: FrameHead,
+        header: &[u8],
+        payload: &[u8],
+        stats: &mut Stats,
+    ) -> usize {
         let part = !head.fin || head.opcode == OpCode::Continuation;
         let direct_min = if part || self.flags & ENDS_READ != 0 {
             DIRECT_WRITE_ALONE_MIN
         } else {
             DIRECT_WRITE_MIN
         };
-        if let Some(socket) =
-            direct.filter(|_| payload.len() >= direct_min && self.pending_output() == 0)
-        {
-            // Nothing is queued ahead of it, so writing now keeps the order. A failed write
-            // leaves it all queued: the next flush meets the same error and drops the socket.
-            written = socket
-                .transmit(&[IoSlice::new(header), IoSlice::new(payload)])
-                .unwrap_or(0);
-            stats.bytes_out += written as u64;
+        if payload.len() < direct_min {
+            return 0;
         }
-        if written < header_len + payload.len() {
-            let out = &mut self.busy_mut(pool).out;
-            if written == 0 {
-                out.push_frame(&header_bytes, header_len, payload);
-            } else if written < header_len {
-                out.extend(&header[written..]);
-                out.extend(payload);
-            } else {
-                out.extend(&payload[written - header_len..]);
-            }
-        }
-        if self.pending_output() > config.backlog_high_water {
-            self.flags |= READ_PAUSED;
-            SendStatus::Backpressure
-        } else {
-            SendStatus::Sent
-        }
+        let written = socket
+            .transmit(&[IoSlice::new(header), IoSlice::new(payload)])
+            .unwrap_or(0);
+        stats.bytes_out += written as u64;
+        written
+    }
+
+    /// The peer is not reading: give up on it rather than grow without bound.
+    #[cold]
+    fn drop_for_backlog(&mut self, stats: &mut Stats) -> SendStatus {
+        self.state = State::Closed;
+        self.flags |= ABORT;
+        stats.backlog_drops += 1;
+        SendStatus::Dropped
     }
 
     /// Queues our close frame and moves to `Closing`.
@@ -1276,6 +1340,7 @@ impl<'a> Conn<'a> {
         self.send(FrameHead::whole(opcode), payload)
     }
 
+    #[inline(always)]
     fn send(&mut self, head: FrameHead, payload: &[u8]) -> SendStatus {
         self.conn.send_frame(
             head,

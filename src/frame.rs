@@ -94,19 +94,18 @@ pub const SHORT_MASKED_HEADER_LEN: usize = 6;
 /// the general decode and the per-field checks after it were a fifth of the server's own work.
 #[inline]
 pub fn short_data_frame(buf: &[u8]) -> Option<(OpCode, [u8; 4], usize)> {
+    let head: &[u8; SHORT_MASKED_HEADER_LEN] = buf.first_chunk()?;
     // 0x81 / 0x82: FIN | text / binary. 0x80..=0xFD: MASK | 0..=125.
-    let (opcode, len, key) = match *buf {
-        [b0 @ (0x81 | 0x82), b1 @ 0x80..=0xFD, k0, k1, k2, k3, ..] => {
-            let opcode = if b0 == 0x81 {
-                OpCode::Text
-            } else {
-                OpCode::Binary
-            };
-            (opcode, (b1 & 0x7F) as usize, [k0, k1, k2, k3])
-        }
+    let opcode = match head[0] {
+        0x81 => OpCode::Text,
+        0x82 => OpCode::Binary,
         _ => return None,
     };
-    let total = SHORT_MASKED_HEADER_LEN + len;
+    if !(0x80..=0xFD).contains(&head[1]) {
+        return None;
+    }
+    let total = SHORT_MASKED_HEADER_LEN + (head[1] & 0x7F) as usize;
+    let key = [head[2], head[3], head[4], head[5]];
     (buf.len() >= total).then_some((opcode, key, total))
 }
 

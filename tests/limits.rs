@@ -319,6 +319,31 @@ fn peer_that_never_answers_our_close_is_dropped_at_the_close_timeout() {
     assert_serves_fresh_client(server.addr);
 }
 
+#[test]
+fn handler_closing_mid_batch_stops_delivery_of_the_rest_of_the_read() {
+    // Four short frames in one write: they reach the server in one read and take the path
+    // for runs of whole short frames. The handler closes on the second; the two after it
+    // are discarded, as they would be if each had come in its own read.
+    let server = Running::start(config());
+    let mut client = Client::ws(server.addr);
+    let mut batch = Vec::new();
+    for text in ["first", "close 4000", "second", "third"] {
+        batch.extend_from_slice(&masked_frame(true, 0x1, text.as_bytes()));
+    }
+    client.send(&batch);
+    let echo = client.read_frame().unwrap();
+    assert_eq!((echo.opcode, &echo.payload[..]), (0x1, &b"first"[..]));
+    assert_eq!(client.read_frame().unwrap().expect_close_code(), 4000);
+    client.send_frame(true, 0x8, &4000u16.to_be_bytes());
+    assert!(client.closed_within(Duration::from_secs(2)), "not closed");
+    let seen = server.wait_for(IO_TIMEOUT, "connection gone", |s| s.connections == 0);
+    assert_eq!(
+        seen.messages, 2,
+        "frames after the handler's close must be discarded"
+    );
+    assert_serves_fresh_client(server.addr);
+}
+
 // ---- backpressure and the output cap ---------------------------------------------------------
 
 const HIGH: usize = 256 * 1024;
