@@ -159,8 +159,25 @@ fn is_valid(bytes: &[u8]) -> bool {
             return unsafe { avx512::is_valid(rest) };
         }
     }
-    simdutf8::basic::from_utf8(rest).is_ok()
+    is_valid_portable(rest)
 }
+
+/// `simdutf8`, for CPUs without the AVX-512 kernel.
+#[inline]
+fn is_valid_portable(bytes: &[u8]) -> bool {
+    if bytes.len() < SHORT_PADDED {
+        // `simdutf8` hands inputs this short to std's scalar loop (about 200 instructions for
+        // 20 bytes of mixed text); padded with zeros, which are ASCII and cannot complete a
+        // code point cut short, they take its vector path and get the same verdict.
+        let mut padded = [0u8; SHORT_PADDED];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        return simdutf8::basic::from_utf8(&padded).is_ok();
+    }
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
+/// Shorter non-ASCII text is checked in a zero-padded copy of this size (see [`is_valid`]).
+const SHORT_PADDED: usize = 64;
 
 /// Pieces from this size take the fused path of [`Utf8Validator::unmask_and_feed`]: long
 /// enough to finish any carried code point (which needs at most 3 more bytes), so the carry
@@ -723,6 +740,7 @@ mod tests {
         let mut all: Vec<Named> = vec![
             ("dispatch", is_valid),
             ("simdutf8", |b| simdutf8::basic::from_utf8(b).is_ok()),
+            ("portable", is_valid_portable),
         ];
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
