@@ -1074,16 +1074,22 @@ impl Connection {
             }
             _ => 0,
         };
-        let out = &mut self.busy_mut(pool).out;
-        if written == 0 {
-            out.push_frame(&header, header_len, payload);
-        } else if written < header_len {
-            out.extend(&header[written..header_len]);
-            out.extend(payload);
-        } else if written < header_len + payload.len() {
-            out.extend(&payload[written - header_len..]);
-        }
-        if out.len() > config.backlog_high_water {
+        let backlog = if written < header_len + payload.len() {
+            // Only now is a buffer taken: a frame written whole needs none.
+            let out = &mut self.busy_mut(pool).out;
+            if written == 0 {
+                out.push_frame(&header, header_len, payload);
+            } else if written < header_len {
+                out.extend(&header[written..header_len]);
+                out.extend(payload);
+            } else {
+                out.extend(&payload[written - header_len..]);
+            }
+            out.len()
+        } else {
+            pending // written whole, so nothing was queued before it either
+        };
+        if backlog > config.backlog_high_water {
             self.flags |= READ_PAUSED;
             SendStatus::Backpressure
         } else {
