@@ -242,8 +242,9 @@ impl OutBuf {
     }
 
     /// Appends a frame: the first `header_len` bytes of `header`, then `payload`. The whole
-    /// header array is copied and cut back, a fixed-size copy instead of a call to `memcpy`.
-    /// A payload of up to 32 bytes is copied inline as well (see [`copy_short`]).
+    /// header array is copied into the spare capacity (a fixed-size copy, not a call to
+    /// `memcpy`) and the payload is written over its unused tail; a payload of up to 32 bytes
+    /// is copied inline as well (see [`copy_short`]).
     #[inline(always)]
     pub fn push_frame(&mut self, header: &[u8; MAX_HEADER_LEN], header_len: usize, payload: &[u8]) {
         let header_len = header_len.min(MAX_HEADER_LEN);
