@@ -1,8 +1,8 @@
-//! `load compare`: builds wsreactor and the peers, starts each server in turn on a free
-//! 127.0.0.1 port pinned to CPU 0 (the generator pins itself to CPU 1), runs the same
-//! workloads against each over several interleaved rounds, and prints one table of medians
-//! with the spread, ratios to wsreactor and to the raw TCP ceiling, server CPU per message and
-//! the limiting side. Writes `results.md`, `results.json` and `chart.svg` to `--out-dir`.
+//! `load compare`: builds wsreactor and the peers, starts them all every round on free
+//! 127.0.0.1 ports pinned to CPU 0 (the generator pins itself to CPU 1), runs each workload
+//! against every server back to back, and prints one table of medians with the spread, the
+//! per-round ratios to wsreactor and to the raw TCP ceiling, server CPU per message and the
+//! limiting side. Writes `results.md`, `results.json` and `chart.svg` to `--out-dir`.
 //! Only processes it started are signalled, by PID.
 
 use crate::engine::Mode;
@@ -385,101 +385,140 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         memory: Vec::new(),
     };
     let started = Instant::now();
-    for round in 1..=a.rounds {
-        // Rotate the order each round so drift in machine noise does not favour one server.
-        let n = servers.len();
-        for i in 0..n {
-            let s = &servers[(i + round - 1) % n];
-            eprintln!(
-                "compare: round {round}/{}, {} ({:.0} s elapsed)",
-                a.rounds,
-                s.name,
-                started.elapsed().as_secs_f64()
-            );
-            let srv = match Running::start(&bin_dir.join(&s.bin), server_cpu) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("compare: {e}");
-                    continue;
-                }
-            };
-            let pid = Some(srv.pid());
-            if !s.raw && a.idle > 0 && keep("idle") {
-                let r = workloads::run_connections(&ConnectionsConfig {
-                    url: format!("ws://{}/", srv.addr),
-                    connections: a.idle,
-                    connect_rate: 0.0,
-                    max_pending: 128,
-                    settle: Duration::from_secs(1),
-                    hold: Duration::ZERO,
-                    source_ips: 0,
-                    server_pid: pid,
-                    progress: !a.quiet,
-                });
-                if let Err(e) = &r {
-                    eprintln!("compare: {} idle: {e}", s.name);
-                }
-                results.memory.push(MemRun {
-                    round,
-                    server: s.name.clone(),
-                    report: r,
-                });
-            }
+    // What runs against each shape: every WebSocket server in text and in binary, and the
+    // raw ceiling once.
+    let units: Vec<(usize, Option<Kind>)> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
             let kinds: &[Option<Kind>] = if s.raw {
                 &[None]
             } else {
                 &[Some(Kind::Text), Some(Kind::Binary)]
             };
-            for shape in &shapes {
-                for kind in kinds {
-                    let kind_name = kind.map(|k| k.name()).unwrap_or("raw");
-                    if !keep(&format!("{} {kind_name}", shape.label())) {
-                        continue;
-                    }
-                    let cfg = EchoConfig {
-                        mode: if s.raw { Mode::Raw } else { Mode::WebSocket },
-                        url: if s.raw {
-                            format!("tcp://{}", srv.addr)
-                        } else {
-                            format!("ws://{}/", srv.addr)
-                        },
-                        connections: shape.connections,
-                        size: shape.size,
-                        kind: kind.unwrap_or(Kind::Binary),
-                        pipeline: shape.pipeline,
-                        rate: None,
-                        warmup: a.warmup,
-                        duration: a.duration,
-                        connect_rate: 10_000.0,
-                        max_pending: 128,
-                        source_ips: 0,
-                        server_pid: pid,
-                        progress: !a.quiet,
-                    };
-                    let r = workloads::run_echo(&cfg);
-                    match &r {
-                        Ok(rep) => eprintln!(
-                            "  {:<22} {:<6} {:>12} msg/s  server {:>6.1}%  gen {:>5.1}%  errors {}",
-                            shape.label(),
-                            kind_name,
-                            thousands(rep.msgs_per_s),
-                            rep.server_cpu_pct.unwrap_or(f64::NAN),
-                            rep.generator_cpu_pct,
-                            rep.error_total
-                        ),
-                        Err(e) => eprintln!("  {} {kind_name}: {e}", shape.label()),
-                    }
-                    results.echo.push(EchoRun {
-                        round,
-                        server: s.name.clone(),
-                        shape: *shape,
-                        kind: kind_name.to_string(),
-                        report: r,
-                    });
+            kinds.iter().map(move |k| (i, *k))
+        })
+        .collect();
+    for round in 1..=a.rounds {
+        // Fresh processes every round, so the idle-connection figures come from a server that
+        // has run nothing else yet, and a server that died in one round is back in the next.
+        let mut running: Vec<Option<Running>> = Vec::with_capacity(servers.len());
+        for s in &servers {
+            running.push(match Running::start(&bin_dir.join(&s.bin), server_cpu) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("compare: round {round}: {e}");
+                    None
                 }
-            }
-            drop(srv);
+            });
         }
+        // Rotate the order each round so drift in machine noise does not favour one server.
+        let n = servers.len();
+        for i in 0..n {
+            let at = (i + round - 1) % n;
+            let (s, Some(srv)) = (&servers[at], &running[at]) else {
+                continue;
+            };
+            if s.raw || a.idle == 0 || !keep("idle") {
+                continue;
+            }
+            eprintln!(
+                "compare: round {round}/{}, idle connections, {} ({:.0} s elapsed)",
+                a.rounds,
+                s.name,
+                started.elapsed().as_secs_f64()
+            );
+            let r = workloads::run_connections(&ConnectionsConfig {
+                url: format!("ws://{}/", srv.addr),
+                connections: a.idle,
+                connect_rate: 0.0,
+                max_pending: 128,
+                settle: Duration::from_secs(1),
+                hold: Duration::ZERO,
+                source_ips: 0,
+                server_pid: Some(srv.pid()),
+                progress: !a.quiet,
+            });
+            if let Err(e) = &r {
+                eprintln!("compare: {} idle: {e}", s.name);
+            }
+            results.memory.push(MemRun {
+                round,
+                server: s.name.clone(),
+                report: r,
+            });
+        }
+        // Workload by workload, every server back to back: the runs a ratio compares are
+        // seconds apart, not a server's whole round apart, so the VM's drift in speed over
+        // minutes cancels out of the ratios.
+        let offset = (round - 1) * units.len() / a.rounds;
+        let kind_name = |kind: Option<Kind>| kind.map(|k| k.name()).unwrap_or("raw");
+        for shape in &shapes {
+            let kept = |&(_, kind): &(usize, Option<Kind>)| {
+                keep(&format!("{} {}", shape.label(), kind_name(kind)))
+            };
+            if !units.iter().any(kept) {
+                continue;
+            }
+            eprintln!(
+                "compare: round {round}/{}, {} ({:.0} s elapsed)",
+                a.rounds,
+                shape.label(),
+                started.elapsed().as_secs_f64()
+            );
+            for j in 0..units.len() {
+                let unit = units[(j + offset) % units.len()];
+                let (at, kind) = unit;
+                let (s, Some(srv)) = (&servers[at], &running[at]) else {
+                    continue;
+                };
+                if !kept(&unit) {
+                    continue;
+                }
+                let kind_name = kind_name(kind);
+                let cfg = EchoConfig {
+                    mode: if s.raw { Mode::Raw } else { Mode::WebSocket },
+                    url: if s.raw {
+                        format!("tcp://{}", srv.addr)
+                    } else {
+                        format!("ws://{}/", srv.addr)
+                    },
+                    connections: shape.connections,
+                    size: shape.size,
+                    kind: kind.unwrap_or(Kind::Binary),
+                    pipeline: shape.pipeline,
+                    rate: None,
+                    warmup: a.warmup,
+                    duration: a.duration,
+                    connect_rate: 10_000.0,
+                    max_pending: 128,
+                    source_ips: 0,
+                    server_pid: Some(srv.pid()),
+                    progress: !a.quiet,
+                };
+                let r = workloads::run_echo(&cfg);
+                match &r {
+                    Ok(rep) => eprintln!(
+                        "  {:<15} {:<6} {:>12} msg/s  server {:>6.1}%  gen {:>5.1}%  errors {}",
+                        s.name,
+                        kind_name,
+                        thousands(rep.msgs_per_s),
+                        rep.server_cpu_pct.unwrap_or(f64::NAN),
+                        rep.generator_cpu_pct,
+                        rep.error_total
+                    ),
+                    Err(e) => eprintln!("  {} {kind_name}: {e}", s.name),
+                }
+                results.echo.push(EchoRun {
+                    round,
+                    server: s.name.clone(),
+                    shape: *shape,
+                    kind: kind_name.to_string(),
+                    report: r,
+                });
+            }
+        }
+        drop(running);
     }
 
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
@@ -552,6 +591,12 @@ pub struct Cell {
     pub errors: u64,
     /// Runs that failed outright.
     pub failed: usize,
+    /// Per-round msg/s over wsreactor's in the same round (see [`paired`]).
+    pub vs_ours: Option<Spread>,
+    /// Per-round msg/s over the raw ceiling's in the same round.
+    pub vs_raw: Option<Spread>,
+    /// Per-round server CPU per message over the raw ceiling's in the same round.
+    pub cpu_vs_raw: Option<Spread>,
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -586,7 +631,51 @@ fn aggregate(reports: &[&EchoReport], failed: usize) -> Option<Cell> {
         limit,
         errors: reports.iter().map(|r| r.error_total).sum(),
         failed,
+        vs_ours: None,
+        vs_raw: None,
+        cpu_vs_raw: None,
     })
+}
+
+/// The successful runs of one server on one workload, by round.
+fn by_round<'a>(
+    res: &'a Results,
+    server: &str,
+    shape: Shape,
+    kind: &str,
+) -> BTreeMap<usize, &'a EchoReport> {
+    res.echo
+        .iter()
+        .filter(|r| r.server == server && r.shape == shape && r.kind == kind)
+        .filter_map(|r| Some((r.round, r.report.as_ref().ok()?)))
+        .collect()
+}
+
+/// Median and range of `metric(a) / metric(b)` over the rounds both have. Each round runs
+/// every server on a workload back to back, so each ratio compares two runs taken seconds
+/// apart: paired like this, the machine's drift between rounds cancels, where a ratio of
+/// medians taken over different rounds would carry it.
+fn paired(
+    a: &BTreeMap<usize, &EchoReport>,
+    b: &BTreeMap<usize, &EchoReport>,
+    metric: fn(&EchoReport) -> Option<f64>,
+) -> Option<Spread> {
+    let ratios: Vec<f64> = a
+        .iter()
+        .filter_map(|(round, x)| {
+            let (num, den) = (metric(x)?, metric(b.get(round)?)?);
+            (den > 0.0).then(|| num / den)
+        })
+        .collect();
+    spread(&ratios)
+}
+
+fn msgs_per_s(r: &EchoReport) -> Option<f64> {
+    Some(r.msgs_per_s)
+}
+
+fn server_us_per_msg(r: &EchoReport) -> Option<f64> {
+    r.server_cpu_us_per_msg
 }
 
 /// Median memory figures of one server.
@@ -627,7 +716,9 @@ impl Table {
         let ws: Vec<String> = names.iter().filter(|n| *n != "raw").cloned().collect();
         let mut rows = Vec::new();
         for shape in shapes() {
+            let raw_runs = by_round(res, "raw", shape, "raw");
             for kind in ["text", "binary"] {
+                let ours = by_round(res, "wsreactor", shape, kind);
                 let mut cells = BTreeMap::new();
                 for s in &ws {
                     let runs: Vec<&EchoRun> = res
@@ -637,7 +728,11 @@ impl Table {
                         .collect();
                     let ok: Vec<&EchoReport> =
                         runs.iter().filter_map(|r| r.report.as_ref().ok()).collect();
-                    if let Some(c) = aggregate(&ok, runs.len() - ok.len()) {
+                    if let Some(mut c) = aggregate(&ok, runs.len() - ok.len()) {
+                        let mine = by_round(res, s, shape, kind);
+                        c.vs_ours = paired(&mine, &ours, msgs_per_s);
+                        c.vs_raw = paired(&mine, &raw_runs, msgs_per_s);
+                        c.cpu_vs_raw = paired(&mine, &raw_runs, server_us_per_msg);
                         cells.insert(s.clone(), c);
                     }
                 }
@@ -654,7 +749,14 @@ impl Table {
                 .filter(|r| r.server == "raw" && r.shape == shape)
                 .collect();
             let ok: Vec<&EchoReport> = runs.iter().filter_map(|r| r.report.as_ref().ok()).collect();
-            if let Some(c) = aggregate(&ok, runs.len() - ok.len()) {
+            if let Some(mut c) = aggregate(&ok, runs.len() - ok.len()) {
+                let one = Spread {
+                    median: 1.0,
+                    min: 1.0,
+                    max: 1.0,
+                };
+                c.vs_raw = Some(one);
+                c.cpu_vs_raw = c.server_us.map(|_| one);
                 raw.insert(shape, c);
             }
         }
@@ -707,8 +809,11 @@ impl Table {
         let _ = writeln!(
             s,
             "{} round(s), {:.1} s measured after {:.1} s warm-up per run, {pin}; {} CPUs. \
-             Medians over rounds, spread is min–max. `vs wsreactor` is the server's msg/s over \
-             wsreactor's; `vs raw` is over the raw TCP echo ceiling for the same shape. \
+             Medians over rounds, spread is min–max. Each round runs every server on a workload \
+             back to back, and the `vs` columns are medians of the ratios within a round (range \
+             in brackets): `vs wsreactor` is the server's msg/s over wsreactor's, `vs raw` over \
+             the raw TCP echo ceiling's for the same shape, and `srv CPU vs raw` the server's \
+             CPU per message over the raw echo's. \
              `srv µs/msg` is the server's CPU time (utime+stime) per echoed message; `limit` \
              says which side saturated its core (≥ 95 %); `others` is CPU used by other processes \
              during the window (noise: figures from runs with high `others` are suspect).\n",
@@ -719,34 +824,33 @@ impl Table {
         );
         let _ = writeln!(
             s,
-            "| workload | server | msg/s | spread | vs wsreactor | vs raw | p50 µs | p99 µs | srv µs/msg | srv CPU | gen CPU | others | limit | errors |"
+            "| workload | server | msg/s | spread | vs wsreactor | vs raw | p50 µs | p99 µs | srv µs/msg | srv CPU vs raw | srv CPU | gen CPU | others | limit | errors |"
         );
         let _ = writeln!(
             s,
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|"
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|"
         );
         let pct = |v: Option<f64>| v.map(|x| format!("{x:.0}%")).unwrap_or("–".into());
-        let line = |s: &mut String,
-                    wl: &str,
-                    name: &str,
-                    c: &Cell,
-                    base: Option<f64>,
-                    raw: Option<f64>| {
-            let ratio = |b: Option<f64>| match b {
-                Some(b) if b > 0.0 => format!("{:.2}×", c.msgs.median / b),
-                _ => "–".into(),
-            };
+        let ratio = |r: &Option<Spread>, range: bool| match r {
+            Some(r) if range && r.max > r.min => {
+                format!("{:.2}× ({:.2}–{:.2})", r.median, r.min, r.max)
+            }
+            Some(r) => format!("{:.2}×", r.median),
+            None => "–".into(),
+        };
+        let line = |s: &mut String, wl: &str, name: &str, c: &Cell| {
             let _ = writeln!(
                 s,
-                "| {wl} | {name} | {} | {}–{} | {} | {} | {:.0} | {:.0} | {} | {} | {:.0}% | {} | {} | {}{} |",
+                "| {wl} | {name} | {} | {}–{} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {:.0}% | {} | {} | {}{} |",
                 thousands(c.msgs.median),
                 thousands(c.msgs.min),
                 thousands(c.msgs.max),
-                ratio(base),
-                ratio(raw),
+                ratio(&c.vs_ours, false),
+                ratio(&c.vs_raw, true),
                 c.p50_us,
                 c.p99_us,
                 c.server_us.map(|x| format!("{x:.3}")).unwrap_or("–".into()),
+                ratio(&c.cpu_vs_raw, true),
                 pct(c.server_pct),
                 c.gen_pct,
                 pct(c.other_pct),
@@ -757,11 +861,9 @@ impl Table {
         };
         for ((shape, kind), cells) in &self.rows {
             let wl = format!("{} {kind}", shape.label());
-            let base = cells.get("wsreactor").map(|c| c.msgs.median);
-            let raw = self.raw.get(shape).map(|c| c.msgs.median);
             for name in &self.servers {
                 if let Some(c) = cells.get(name) {
-                    line(&mut s, &wl, name, c, base, raw);
+                    line(&mut s, &wl, name, c);
                 }
             }
         }
@@ -770,7 +872,7 @@ impl Table {
                 continue;
             };
             let wl = format!("{} raw TCP", shape.label());
-            line(&mut s, &wl, "raw (ceiling)", c, None, Some(c.msgs.median));
+            line(&mut s, &wl, "raw (ceiling)", c);
         }
         if !self.memory.is_empty() {
             let _ = writeln!(
@@ -850,32 +952,32 @@ impl Table {
         s
     }
 
-    /// Bars for the chart: per workload, each server's median msg/s relative to the raw
-    /// ceiling (or to wsreactor when there is no ceiling).
+    /// Bars for the chart: per workload, each server's msg/s relative to the raw ceiling (or
+    /// to wsreactor when there is no ceiling), the median of the per-round ratios.
     pub fn chart_data(&self) -> svg::Chart {
         let mut groups = Vec::new();
         let has_raw = !self.raw.is_empty();
         for ((shape, kind), cells) in &self.rows {
-            let base = if has_raw {
-                self.raw.get(shape).map(|c| c.msgs.median)
-            } else {
-                cells.get("wsreactor").map(|c| c.msgs.median)
-            };
-            let Some(base) = base.filter(|b| *b > 0.0) else {
+            if has_raw && !self.raw.contains_key(shape) {
                 continue;
-            };
+            }
             let bars = self
                 .servers
                 .iter()
-                .map(|n| cells.get(n).map(|c| c.msgs.median / base))
+                .map(|n| {
+                    let c = cells.get(n)?;
+                    let r = if has_raw { &c.vs_raw } else { &c.vs_ours };
+                    r.as_ref().map(|r| r.median)
+                })
                 .collect();
             groups.push((format!("{} {kind}", shape.label()), bars));
         }
         svg::Chart {
             title: if has_raw {
-                "Echo throughput relative to the raw TCP echo ceiling (median msg/s)".into()
+                "Echo throughput relative to the raw TCP echo ceiling (median of per-round ratios)"
+                    .into()
             } else {
-                "Echo throughput relative to wsreactor (median msg/s)".into()
+                "Echo throughput relative to wsreactor (median of per-round ratios)".into()
             },
             series: self.servers.clone(),
             groups,
@@ -886,5 +988,101 @@ impl Table {
             }
             .into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(msgs_per_s: f64, server_us: f64) -> EchoReport {
+        EchoReport {
+            workload: "echo".into(),
+            url: "ws://127.0.0.1:1/".into(),
+            connections: 100,
+            connected: 100,
+            size: 20,
+            kind: "binary".into(),
+            pipeline: 1,
+            rate: None,
+            warmup_s: 1.0,
+            duration_s: 5.0,
+            messages: (msgs_per_s * 5.0) as u64,
+            msgs_per_s,
+            mib_per_s_sent: 0.0,
+            mib_per_s_recv: 0.0,
+            latency: Default::default(),
+            errors: BTreeMap::new(),
+            error_total: 0,
+            generator_cpu_pct: 90.0,
+            generator_cpu_us_per_msg: None,
+            server_cpu_pct: Some(90.0),
+            server_cpu_us_per_msg: Some(server_us),
+            other_cpu_pct: Some(0.0),
+            limit: "generator-bound".into(),
+        }
+    }
+
+    fn run(round: usize, server: &str, kind: &str, msgs: f64, us: f64) -> EchoRun {
+        EchoRun {
+            round,
+            server: server.into(),
+            shape: shapes()[0],
+            kind: kind.into(),
+            report: Ok(report(msgs, us)),
+        }
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round() {
+        // The machine runs at a different speed in each round. Within a round wsreactor does
+        // 0.98x the raw echo twice, and 0.75x once. The ratio of the medians (150k over 200k)
+        // would say 0.75x; the paired ratios say 0.98x, with 0.75 as the low end of the range.
+        let mut echo = vec![
+            run(1, "wsreactor", "binary", 98e3, 5.0),
+            run(1, "raw", "raw", 100e3, 5.0),
+            run(2, "raw", "raw", 300e3, 2.0),
+            run(2, "wsreactor", "binary", 294e3, 2.2),
+            run(3, "wsreactor", "binary", 150e3, 4.0),
+            run(3, "raw", "raw", 200e3, 2.0),
+            // No raw run in round 4: this one pairs with nothing.
+            run(4, "wsreactor", "binary", 10e3, 50.0),
+        ];
+        echo.push(EchoRun {
+            report: Err("connection refused".into()),
+            ..run(3, "fastwebsockets", "binary", 0.0, 0.0)
+        });
+        echo.push(run(1, "fastwebsockets", "binary", 49e3, 10.0));
+        let res = Results {
+            rounds: 4,
+            duration_s: 5.0,
+            warmup_s: 1.0,
+            server_cpu: Some(0),
+            generator_cpu: Some(1),
+            echo,
+            memory: Vec::new(),
+        };
+        let names: Vec<String> = ["wsreactor", "fastwebsockets", "raw"]
+            .map(String::from)
+            .to_vec();
+        let table = Table::build(&res, &names);
+        let cells = &table.rows[0].1;
+        let ours = &cells["wsreactor"];
+        let vs_raw = ours.vs_raw.expect("paired with raw");
+        assert!((vs_raw.median - 0.98).abs() < 1e-9, "{vs_raw:?}");
+        assert!((vs_raw.min - 0.75).abs() < 1e-9, "{vs_raw:?}");
+        let cpu = ours.cpu_vs_raw.expect("cpu paired");
+        // Rounds 1-3: 1.0, 1.1, 2.0.
+        assert!((cpu.median - 1.1).abs() < 1e-9, "{cpu:?}");
+        assert!((cpu.max - 2.0).abs() < 1e-9, "{cpu:?}");
+        // fastwebsockets only has round 1 (round 3 failed): 49k over our 98k.
+        let peer = cells["fastwebsockets"].vs_ours.expect("paired with ours");
+        assert!((peer.median - 0.5).abs() < 1e-9, "{peer:?}");
+        assert_eq!(cells["fastwebsockets"].failed, 1);
+        let md = table.markdown(&res);
+        assert!(md.contains("| 0.98× (0.75–0.98) |"), "{md}");
+        let chart = table.chart_data();
+        let bar = chart.groups[0].1[0].expect("a bar for wsreactor");
+        assert!((bar - 0.98).abs() < 1e-9, "{bar}");
     }
 }
