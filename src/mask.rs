@@ -5,11 +5,10 @@
 //! widened to a word rotated to the slice's phase. Below 16 bytes a few word-sized steps cover
 //! the slice without a loop, and from 16 to 32 bytes two vectors do; both are inlined into the
 //! caller. On x86_64, up to 256 bytes, a loop of 16-byte SSE2 vectors ends a ragged slice with
-//! one overlapping vector instead of a byte tail; from 256 bytes to 32 KiB a 32-byte AVX2
-//! loop, with 64-byte AVX-512 blocks on CPUs that have them, is chosen at run time, because
-//! the release binary is not built for `target-cpu=native`. Above 32 KiB (where L2 bandwidth,
-//! not vector width, is the limit), and on other architectures, the portable loop XORs 64-bit
-//! words, which the compiler vectorises.
+//! one overlapping vector instead of a byte tail; from 256 bytes a 32-byte AVX2 loop, with
+//! 64-byte AVX-512 blocks on CPUs that have them, is chosen at run time, because the release
+//! binary is not built for `target-cpu=native`. On other architectures (and x86_64 CPUs
+//! without AVX2) the portable loop XORs 64-bit words, which the compiler vectorises.
 
 /// Below this many bytes no vector loop runs: a few word-sized XORs cover the whole slice.
 const SMALL: usize = 16;
@@ -21,12 +20,6 @@ const SMALL: usize = 16;
 /// CPU has them.
 #[cfg(target_arch = "x86_64")]
 const ZMM_MIN: usize = 256;
-
-/// Above this many bytes the payload cannot sit in L1 (32-48 KiB on current x86), and the loop
-/// is bound by L2/memory bandwidth, where 16-byte SSE2 accesses measured about 2% faster than
-/// 32-byte AVX2 ones and about 15% faster than 64-byte AVX-512 ones: the portable loop is used.
-#[cfg(target_arch = "x86_64")]
-const WIDE_MAX: usize = 32 << 10;
 
 /// XORs `data` with the masking `key`, the first byte of `data` taking `key[phase % 4]`.
 ///
@@ -149,15 +142,18 @@ fn xor_up_to_32(data: &mut [u8], key: u32) {
 fn xor_long(data: &mut [u8], key: u32) {
     #[cfg(target_arch = "x86_64")]
     {
-        let len = data.len();
-        if (ZMM_MIN..=WIDE_MAX).contains(&len) && std::arch::is_x86_feature_detected!("avx2") {
+        if data.len() < ZMM_MIN {
+            x86::xor_sse2(data, key);
+            return;
+        }
+        // Every length from here, in L1 or not: payloads fresh from `recv` are not in L1 above
+        // about 32 KiB, and there 64-byte vectors unmasked 1 MiB in 28-35 µs where 16-byte SSE2
+        // ones took 37-40 (server CPU per message, `perf record`, 1 x 1 MiB echo), and did
+        // 64 KiB-1 MiB in the `mask` benches in 0.7-0.8x the time.
+        if std::arch::is_x86_feature_detected!("avx2") {
             let zmm = std::arch::is_x86_feature_detected!("avx512f");
             // SAFETY: the CPU was just checked to support AVX2 (and AVX-512F if `zmm`).
             unsafe { x86::xor_avx2(data, key, zmm) };
-            return;
-        }
-        if len < ZMM_MIN {
-            x86::xor_sse2(data, key);
             return;
         }
     }
@@ -371,6 +367,25 @@ mod tests {
                     let p1 = apply_mask(&mut fast[offset..offset + len], key, phase);
                     let p2 = apply_mask_bytewise(&mut slow[offset..offset + len], key, phase);
                     assert_eq!(fast, slow, "len {len} phase {phase} offset {offset}");
+                    assert_eq!(p1, p2);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_slices_match_bytewise() {
+        // Beyond L1 sizes, where the 64-byte loop runs over whole reads of a large message.
+        let key = [0x9d, 0x04, 0x6b, 0xe2];
+        let source: Vec<u8> = (0..70_100u32).map(|i| (i * 13 + i / 251) as u8).collect();
+        for len in [32_767usize, 32_768, 32_769, 40_003, 70_001] {
+            for offset in [0usize, 1, 3, 63] {
+                for phase in 0..4 {
+                    let mut fast = source[..len + offset].to_vec();
+                    let mut slow = fast.clone();
+                    let p1 = apply_mask(&mut fast[offset..], key, phase);
+                    let p2 = apply_mask_bytewise(&mut slow[offset..], key, phase);
+                    assert!(fast == slow, "len {len} phase {phase} offset {offset}");
                     assert_eq!(p1, p2);
                 }
             }
