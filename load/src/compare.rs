@@ -475,45 +475,25 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
                 if !kept(&unit) {
                     continue;
                 }
-                let kind_name = kind_name(kind);
-                let cfg = EchoConfig {
-                    mode: if s.raw { Mode::Raw } else { Mode::WebSocket },
-                    url: if s.raw {
-                        format!("tcp://{}", srv.addr)
-                    } else {
-                        format!("ws://{}/", srv.addr)
-                    },
-                    connections: shape.connections,
-                    size: shape.size,
-                    kind: kind.unwrap_or(Kind::Binary),
-                    pipeline: shape.pipeline,
-                    rate: None,
-                    warmup: a.warmup,
-                    duration: a.duration,
-                    connect_rate: 10_000.0,
-                    max_pending: 128,
-                    source_ips: 0,
-                    server_pid: Some(srv.pid()),
-                    progress: !a.quiet,
-                };
-                let r = workloads::run_echo(&cfg);
+                let name = kind_name(kind);
+                let r = workloads::run_echo(&echo_config(a, s, srv, shape, kind));
                 match &r {
                     Ok(rep) => eprintln!(
                         "  {:<15} {:<6} {:>12} msg/s  server {:>6.1}%  gen {:>5.1}%  errors {}",
                         s.name,
-                        kind_name,
+                        name,
                         thousands(rep.msgs_per_s),
                         rep.server_cpu_pct.unwrap_or(f64::NAN),
                         rep.generator_cpu_pct,
                         rep.error_total
                     ),
-                    Err(e) => eprintln!("  {} {kind_name}: {e}", s.name),
+                    Err(e) => eprintln!("  {} {name}: {e}", s.name),
                 }
                 results.echo.push(EchoRun {
                     round,
                     server: s.name.clone(),
                     shape: *shape,
-                    kind: kind_name.to_string(),
+                    kind: name.to_string(),
                     report: r,
                 });
             }
@@ -523,6 +503,37 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
 
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
     write_outputs(a, &results, &names, started)
+}
+
+/// One echo run of `shape` against server `s` (running as `srv`): the raw workload for the
+/// raw ceiling (`kind` is then `None`), else WebSocket messages of `kind`.
+fn echo_config(
+    a: &CompareArgs,
+    s: &Server,
+    srv: &Running,
+    shape: &Shape,
+    kind: Option<Kind>,
+) -> EchoConfig {
+    EchoConfig {
+        mode: if s.raw { Mode::Raw } else { Mode::WebSocket },
+        url: if s.raw {
+            format!("tcp://{}", srv.addr)
+        } else {
+            format!("ws://{}/", srv.addr)
+        },
+        connections: shape.connections,
+        size: shape.size,
+        kind: kind.unwrap_or(Kind::Binary),
+        pipeline: shape.pipeline,
+        rate: None,
+        warmup: a.warmup,
+        duration: a.duration,
+        connect_rate: 10_000.0,
+        max_pending: 128,
+        source_ips: 0,
+        server_pid: Some(srv.pid()),
+        progress: !a.quiet,
+    }
 }
 
 /// Prints the table and writes results.md, results.json and chart.svg; Ok(false) when some
