@@ -905,6 +905,59 @@ mod tests {
         }
     }
 
+    /// Texts of several blocks at several offsets from a 64-byte boundary, with a bad (or
+    /// tricky) sequence placed around block boundaries: one shot, and fused in pieces of
+    /// 257-333 bytes, so later pieces start at other offsets and often with a carried code point.
+    #[test]
+    fn long_texts_at_every_alignment_agree_with_std() {
+        let key = [0x5A, 0x01, 0xC3, 0x99];
+        let filler = "жé€𝄞a".repeat(60);
+        let filler = filler.as_bytes();
+        let mut storage = vec![0u8; 1024 + 128];
+        let base = storage.as_ptr().align_offset(64);
+        for case in tricky_inputs() {
+            for at in [
+                0, 1, 61, 62, 63, 64, 65, 127, 128, 190, 191, 255, 256, 320, 383, 500,
+            ] {
+                let mut bytes = filler[..at].to_vec();
+                while std::str::from_utf8(&bytes).is_err() {
+                    bytes.pop();
+                }
+                bytes.resize(at, b'-');
+                bytes.extend_from_slice(&case);
+                bytes.extend_from_slice(&filler[..filler.len() - at.min(200)]);
+                while std::str::from_utf8(&bytes[at + case.len()..]).is_err() {
+                    bytes.pop();
+                }
+                let expected = std::str::from_utf8(&bytes).is_ok();
+                assert_eq!(validate(&bytes).is_ok(), expected, "{case:x?} at {at}");
+                for offset in [0, 1, 2, 3, 5, 31, 62, 63] {
+                    let start = base + offset;
+                    let buf = &mut storage[start..start + bytes.len()];
+                    buf.copy_from_slice(&bytes);
+                    assert_eq!(validate(buf).is_ok(), expected, "offset {offset}");
+                    apply_mask(buf, key, 0);
+                    let valid = unmask_and_validate(buf, key).is_ok();
+                    assert_eq!(buf, &bytes[..], "unmasking, offset {offset}");
+                    assert_eq!(valid, expected, "{case:x?} at {at}, offset {offset}");
+                    for piece in [257, 300, 333] {
+                        apply_mask(buf, key, 0);
+                        let mut v = Utf8Validator::new();
+                        let (mut phase, mut valid) = (0, true);
+                        for chunk in buf.chunks_mut(piece) {
+                            let (next, result) = v.unmask_and_feed(chunk, key, phase);
+                            phase = next;
+                            valid &= result.is_ok();
+                        }
+                        let valid = valid && v.finish().is_ok();
+                        assert_eq!(buf, &bytes[..], "unmasking, piece {piece}");
+                        assert_eq!(valid, expected, "{case:x?} at {at}, piece {piece}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn one_shot_matches_std() {
         assert!(validate("héllo".as_bytes()).is_ok());
