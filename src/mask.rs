@@ -353,38 +353,35 @@ mod tests {
 
     #[test]
     fn wide_matches_bytewise_at_every_length_phase_and_offset() {
-        let key = [0x11, 0x83, 0xfe, 0x42];
         let source: Vec<u8> = (0..1300u32).map(|i| (i * 7 + 3) as u8).collect();
-        let lens = (0..=48).chain([
-            63, 64, 65, 100, 127, 128, 129, 255, 256, 257, 300, 600, 1100,
-        ]);
+        let lens: Vec<usize> = (0..=48)
+            .chain([
+                63, 64, 65, 100, 127, 128, 129, 255, 256, 257, 300, 600, 1100,
+            ])
+            .collect();
         // Offsets up to 70 from the allocation move the slice over every 64-byte alignment.
-        for offset in 0..70 {
-            for len in lens.clone() {
-                for phase in 0..4 {
-                    let mut fast = source.clone();
-                    let mut slow = source.clone();
-                    let p1 = apply_mask(&mut fast[offset..offset + len], key, phase);
-                    let p2 = apply_mask_bytewise(&mut slow[offset..offset + len], key, phase);
-                    assert_eq!(fast, slow, "len {len} phase {phase} offset {offset}");
-                    assert_eq!(p1, p2);
-                }
-            }
-        }
+        let offsets: Vec<usize> = (0..70).collect();
+        assert_matches_bytewise(&source, [0x11, 0x83, 0xfe, 0x42], &lens, &offsets);
     }
 
     #[test]
     fn long_slices_match_bytewise() {
         // Beyond L1 sizes, where the 64-byte loop runs over whole reads of a large message.
-        let key = [0x9d, 0x04, 0x6b, 0xe2];
         let source: Vec<u8> = (0..70_100u32).map(|i| (i * 13 + i / 251) as u8).collect();
-        for len in [32_767usize, 32_768, 32_769, 40_003, 70_001] {
-            for offset in [0usize, 1, 3, 63] {
+        let lens = [32_767, 32_768, 32_769, 40_003, 70_001];
+        assert_matches_bytewise(&source, [0x9d, 0x04, 0x6b, 0xe2], &lens, &[0, 1, 3, 63]);
+    }
+
+    /// `apply_mask` on `source[offset..offset + len]` at every phase agrees with the byte loop,
+    /// on the bytes and on the phase returned.
+    fn assert_matches_bytewise(source: &[u8], key: [u8; 4], lens: &[usize], offsets: &[usize]) {
+        for &offset in offsets {
+            for &len in lens {
                 for phase in 0..4 {
-                    let mut fast = source[..len + offset].to_vec();
-                    let mut slow = fast.clone();
-                    let p1 = apply_mask(&mut fast[offset..], key, phase);
-                    let p2 = apply_mask_bytewise(&mut slow[offset..], key, phase);
+                    let mut fast = source.to_vec();
+                    let mut slow = source.to_vec();
+                    let p1 = apply_mask(&mut fast[offset..offset + len], key, phase);
+                    let p2 = apply_mask_bytewise(&mut slow[offset..offset + len], key, phase);
                     assert!(fast == slow, "len {len} phase {phase} offset {offset}");
                     assert_eq!(p1, p2);
                 }
