@@ -38,6 +38,9 @@ pub(crate) struct Busy {
     pub message: Vec<u8>,
     /// Text or Binary while a message is in progress.
     pub message_kind: Option<OpCode>,
+    /// The message in progress had begun when reading paused for backpressure, so it is read
+    /// to its end (see `Connection::wants_read`); one begun while paused is not.
+    pub read_to_end: bool,
     /// Bytes of a message handled in parts already handed to the handler (nothing of it is
     /// kept; this is for `max_message_size`).
     pub streamed: u64,
@@ -60,6 +63,7 @@ impl Busy {
             head: Vec::new(),
             message: Vec::new(),
             message_kind: None,
+            read_to_end: false,
             streamed: 0,
             utf8: Utf8Validator::new(),
             cursor: None,
@@ -89,6 +93,7 @@ impl Busy {
     pub fn drop_message(&mut self) {
         self.message.clear();
         self.message_kind = None;
+        self.read_to_end = false;
         self.streamed = 0;
         self.utf8.reset();
     }

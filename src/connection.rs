@@ -175,9 +175,25 @@ impl Connection {
         self.deadline
     }
 
-    /// The reactor must not read while output is backed up (or once nothing more is read).
+    /// Whether the reactor should read this connection now.
+    ///
+    /// Backpressure pauses reading only between messages: while a data message is arriving,
+    /// reading goes on until it ends, whatever the backlog. A peer that writes a whole message
+    /// before it reads anything (every blocking client) could otherwise never finish its write
+    /// while the reply to the first part of that message waits for it to read: both sides
+    /// would wait forever. The message is bounded by `max_message_size`, and the output it
+    /// causes by `max_backlog`, so memory stays bounded.
     pub(crate) fn wants_read(&self) -> bool {
-        self.flags & READ_PAUSED == 0 && self.state != State::Closed
+        self.state != State::Closed && (self.flags & READ_PAUSED == 0 || self.message_arriving())
+    }
+
+    /// A data message that had begun when reading paused has not ended yet.
+    fn message_arriving(&self) -> bool {
+        self.state == State::Open
+            && self
+                .busy
+                .as_ref()
+                .is_some_and(|b| b.read_to_end && b.message_kind.is_some())
     }
 
     /// Finished: the socket can be dropped.
@@ -780,8 +796,7 @@ impl Connection {
     /// Where the reactor may read the rest of a large frame in progress directly: the message
     /// buffer and how many bytes the frame still needs.
     pub(crate) fn direct_read_target(&mut self) -> Option<(&mut Vec<u8>, usize)> {
-        if self.state != State::Open || self.flags & (DISCARD_INPUT | READ_PAUSED | STREAM_IN) != 0
-        {
+        if self.state != State::Open || self.flags & (DISCARD_INPUT | STREAM_IN) != 0 {
             return None;
         }
         let busy = self.busy.as_mut()?;
@@ -1090,7 +1105,7 @@ impl Connection {
             pending // written whole, so nothing was queued before it either
         };
         if backlog > config.backlog_high_water {
-            self.flags |= READ_PAUSED;
+            self.pause_reading();
             SendStatus::Backpressure
         } else {
             SendStatus::Sent
@@ -1123,6 +1138,18 @@ impl Connection {
             .unwrap_or(0);
         stats.bytes_out += written as u64;
         written
+    }
+
+    /// Output passed the high-water mark: stop reading at the end of the message arriving now,
+    /// if any (see [`wants_read`](Self::wants_read)).
+    #[cold]
+    fn pause_reading(&mut self) {
+        if self.flags & READ_PAUSED == 0 {
+            self.flags |= READ_PAUSED;
+            if let Some(busy) = self.busy.as_mut() {
+                busy.read_to_end = busy.message_kind.is_some();
+            }
+        }
     }
 
     /// The peer is not reading: give up on it rather than grow without bound.

@@ -111,6 +111,17 @@ pub trait Handler {
     /// message costs no buffer at all and can be forwarded before its end has arrived (an echo
     /// or a relay starts sending after the first read instead of after the last).
     /// `max_message_size` still applies. `None`, the default: every message is assembled.
+    ///
+    /// What backpressure does meanwhile: a message that has begun arriving is read to its end,
+    /// even when what the handler sends in reply to its parts passes `backlog_high_water`
+    /// (`send_*` and [`Conn::send_part`] then answer [`SendStatus::Backpressure`]). Reading
+    /// pauses at the next message boundary, until the backlog falls below
+    /// `backlog_low_water`. A peer that writes a whole message before it reads anything, as
+    /// every blocking client does, is then always answered; pausing inside its message would
+    /// leave both sides waiting for the other. What bounds memory while a message is read to
+    /// its end is `max_message_size` (the message) and `max_backlog` (the output, at which the
+    /// connection is dropped): a relay or echo that sends one byte per byte received stays
+    /// within both at the defaults.
     fn stream_from(&self) -> Option<u64> {
         None
     }
