@@ -17,10 +17,10 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::connection::Conn;
-use crate::handler::{ConnId, Handler, Message, MessagePart, SendStatus};
+use crate::connection::Ctx;
+use crate::handler::{Close, ConnId, Handler, Message, MessagePart, SendStatus};
 use crate::handshake::Request;
 use crate::http::Response;
-use crate::reactor::Ctx;
 use crate::static_files::StaticFiles;
 use crate::stats::Stats;
 
@@ -208,7 +208,7 @@ impl Handler for App {
         let _ = conn.send_part(part.kind, part.data, part.last);
     }
 
-    fn on_close(&mut self, id: ConnId, _code: u16, _reason: &str) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _close: Close<'_>) {
         if !self.subscribers.is_empty() {
             self.subscribers.remove(&id);
         }

@@ -4,9 +4,9 @@
 //! thread and must not block; messages are borrowed slices, valid only during the callback.
 
 use crate::connection::Conn;
+use crate::connection::Ctx;
 use crate::handshake::Request;
 use crate::http::Response;
-use crate::reactor::Ctx;
 
 /// Identifies a connection for its whole life. Ids of closed connections are never confused
 /// with new ones: the slab key is paired with a generation counter.
@@ -40,6 +40,44 @@ impl Message<'_> {
             Message::Binary(data) => data,
         }
     }
+}
+
+/// How a connection's WebSocket life ended, as [`Handler::on_close`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close<'a> {
+    /// The close code: the peer's (1005 if its close frame had none), ours when the server
+    /// closed, or 1006 when there was no close handshake at all.
+    pub code: u16,
+    /// The reason sent with the code (UTF-8, at most 123 bytes), or empty.
+    pub reason: &'a str,
+    /// Who closed, or why the connection ended without a close handshake.
+    pub cause: CloseCause,
+}
+
+/// Who closed a connection, or what ended it without a close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The peer sent a close frame first.
+    Peer,
+    /// The application closed it ([`Conn::close`]); the peer's answer, if any, came after.
+    Local,
+    /// The server is shutting down (close 1001 to everyone).
+    Shutdown,
+    /// The server failed the connection because the peer broke the protocol or a limit
+    /// (1002, 1007 or 1009; see [`Close::code`]).
+    Protocol,
+    /// No input for the idle timeout (close 1001), or the shutdown's wait for the peer's
+    /// close ran out.
+    Timeout,
+    /// The peer did not read its replies and the backlog reached `max_backlog`: dropped
+    /// without a close frame.
+    Backlog,
+    /// The TCP connection ended without a close handshake: end of stream, reset or another
+    /// I/O error.
+    Io,
+    /// A handler callback panicked (close 1011).
+    Panic,
 }
 
 /// Whether a message is text or binary, for messages handled in parts.
@@ -131,11 +169,11 @@ pub trait Handler {
         let _ = (conn, part);
     }
 
-    /// The connection closed: `code` is the peer's close code, ours if we failed it, 1005 for
-    /// a close without a code, 1006 if it dropped without a close frame. Called once for every
-    /// connection that saw `on_open`.
-    fn on_close(&mut self, id: ConnId, code: u16, reason: &str) {
-        let _ = (id, code, reason);
+    /// The connection `id` closed (see [`Close`] for who closed it and why). Called once for
+    /// every connection that saw `on_open`, when its close begins: no message is delivered to
+    /// it or sent on it after this. `ctx` reaches every other connection.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, close: Close<'_>) {
+        let _ = (ctx, id, close);
     }
 
     /// The output backlog fell below the low-water mark after backpressure.

@@ -41,12 +41,16 @@ mod reactor;
 pub mod sans_io;
 pub mod static_files;
 mod stats;
+mod transport;
 pub mod utf8;
 
 pub use config::Config;
-pub use connection::Conn;
-pub use handler::{ConnId, Handler, Message, MessageKind, MessagePart, SendStatus};
+
+pub use connection::{Conn, Ctx, Fanout};
+pub use handler::{
+    Close, CloseCause, ConnId, Handler, Message, MessageKind, MessagePart, SendStatus,
+};
 pub use handshake::Request;
 pub use http::Response;
-pub use reactor::{Ctx, Server, ShutdownHandle};
+pub use reactor::{Server, ServerHandle, ShutdownHandle, Stopped};
 pub use stats::Stats;

@@ -6,7 +6,7 @@
 //! `Connection`, with its own buffer pool, counters and clock.
 
 use crate::config::Config;
-use crate::connection::{Connection, Env, Shared};
+use crate::connection::{Connection, Env, NoPeers, Shared};
 use crate::handler::{ConnId, Handler};
 use crate::stats::Stats;
 
@@ -15,6 +15,7 @@ use crate::stats::Stats;
 pub struct Endpoint<H: Handler> {
     conn: Connection,
     shared: Shared<H>,
+    peers: NoPeers,
 }
 
 impl<H: Handler> Endpoint<H> {
@@ -23,6 +24,7 @@ impl<H: Handler> Endpoint<H> {
         Endpoint {
             conn: Connection::new(0, &config),
             shared: Shared::new(config, handler),
+            peers: NoPeers,
         }
     }
 
@@ -58,7 +60,9 @@ impl<H: Handler> Endpoint<H> {
         out.extend_from_slice(pending);
         let written = pending.len();
         let (conn, mut env) = self.split();
-        conn.wrote(written, &mut env);
+        if conn.wrote(written, env.config, env.pool) {
+            conn.drained(&mut env);
+        }
     }
 
     /// Bytes waiting to be written.
@@ -97,7 +101,7 @@ impl<H: Handler> Endpoint<H> {
             key: 0,
             generation: 0,
         };
-        (&mut self.conn, self.shared.env(id, None))
+        (&mut self.conn, self.shared.env(id, None, &mut self.peers))
     }
 }
 

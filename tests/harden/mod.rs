@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wsreactor::{Config, Conn, ConnId, Ctx, Handler, Message, Request, SendStatus, Server, Stats};
+use wsreactor::{
+    Close, CloseCause, Config, Conn, ConnId, Ctx, Handler, Message, Request, SendStatus, Server,
+    Stats,
+};
 
 use crate::common::{masked_frame, take_frame, take_head, upgrade_request, Frame, ACCEPT};
 
@@ -41,6 +44,8 @@ pub struct Seen {
     pub opens: u64,
     /// Codes passed to `on_close`, in order.
     pub closes: Vec<u16>,
+    /// Causes passed to `on_close`, in the same order.
+    pub causes: Vec<CloseCause>,
 }
 
 pub type Shared = Arc<Mutex<Seen>>;
@@ -117,8 +122,10 @@ impl Handler for Probe {
         self.record(conn, status);
     }
 
-    fn on_close(&mut self, _id: ConnId, code: u16, _reason: &str) {
-        lock(&self.seen).closes.push(code);
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, close: Close<'_>) {
+        let mut seen = lock(&self.seen);
+        seen.closes.push(close.code);
+        seen.causes.push(close.cause);
     }
 
     fn on_drain(&mut self, _conn: &mut Conn<'_>) {

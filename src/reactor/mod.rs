@@ -1,0 +1,281 @@
+//! The event loop: one thread, one `mio::Poll`, every connection in one `Slab`.
+//!
+//! Owns sockets, readiness, the clock and timers, and nothing about the protocol: it moves bytes
+//! between sockets and [`Connection`] state machines. Per loop turn it reads each ready socket
+//! until a short read (or a budget), lets the connection handle the bytes in place in one shared
+//! read buffer, then writes everything the connection queued with a single `write`.
+//!
+//! Sockets are registered once for both READABLE and WRITABLE, edge-triggered: that costs no
+//! `epoll_ctl` per message, and a writable edge only arrives after a write hit a full socket
+//! buffer, which is exactly when a flush has to resume.
+
+use std::cell::{Cell, UnsafeCell};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{Connection, Ctx, Env, Peers, Shared};
+use crate::frame::close_code;
+use crate::handler::{CloseCause, ConnId, Handler};
+use crate::stats::Stats;
+use crate::transport::{PlainTcp, SlotTransport, Transport};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+/// Reads per connection per loop turn before others get their turn.
+const READ_BUDGET: usize = 16;
+/// Accepts per loop turn before connections get their turn.
+const ACCEPT_BUDGET: usize = 256;
+
+mod handles;
+mod serve;
+mod slot;
+
+use handles::Work;
+pub use handles::{ServerHandle, ShutdownHandle, Stopped};
+use slot::{Lent, SlabPeers, Slot};
+
+/// A WebSocket server on one thread.
+pub struct Server<H: Handler> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    slots: Slab<Slot>,
+    /// Handler, configuration, buffer pool, counters and clock: what connections borrow.
+    shared: Shared<H>,
+    scratch: Vec<u8>,
+    /// Connections that stopped at their read budget (or resumed after backpressure) and may
+    /// have unread data that no new edge will announce.
+    ready: Vec<usize>,
+    /// Connections given output outside their own read (ticks, shutdown): flush them.
+    dirty: Vec<usize>,
+    expired: Vec<usize>,
+    pending_handshakes: usize,
+    next_generation: u32,
+    listener_ready: bool,
+    accept_paused: bool,
+    start: Instant,
+    tick_ms: u64,
+    next_sweep: u64,
+    next_app_tick: Option<u64>,
+    requested: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    shutdown_deadline: Option<u64>,
+    /// Work handed in by [`ServerHandle`]s, and the sending side they are cloned from.
+    inbox: mpsc::Receiver<Work<H>>,
+    outbox: mpsc::Sender<Work<H>>,
+}
+
+impl<H: Handler> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.slots.len())
+            .field("stats", &self.shared.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
+    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let tick_ms = (config.timer_tick().as_millis() as u64).max(1);
+        let (outbox, inbox) = mpsc::channel();
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            // Reserved up front: pages never touched are never resident, and the slab then
+            // never doubles (and copies) under a connection storm.
+            slots: Slab::with_capacity(config.max_connections),
+            scratch: vec![0; config.read_buffer_size],
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            expired: Vec::new(),
+            pending_handshakes: 0,
+            next_generation: 0,
+            listener_ready: false,
+            accept_paused: false,
+            start: Instant::now(),
+            tick_ms,
+            next_sweep: tick_ms,
+            next_app_tick: config.tick_interval.map(|t| t.as_millis() as u64),
+            requested: Arc::new(AtomicBool::new(false)),
+            waker,
+            shutdown_deadline: None,
+            inbox,
+            outbox,
+            shared: Shared::new(config, handler),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops [`run`](Self::run) gracefully from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            requested: Arc::clone(&self.requested),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// A handle that hands work to the reactor's thread from any other thread (see
+    /// [`ServerHandle::run`]).
+    pub fn handle(&self) -> ServerHandle<H> {
+        ServerHandle {
+            sender: self.outbox.clone(),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The handler (for example to read what it collected after `run` returns).
+    pub fn handler(&self) -> &H {
+        &self.shared.handler
+    }
+
+    /// Serves until a graceful shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if self.requested.load(Ordering::Acquire) && self.shutdown_deadline.is_none() {
+                self.begin_shutdown();
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.slots.is_empty() || self.shared.now >= deadline {
+                    self.drop_all();
+                    return Ok(());
+                }
+            }
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.shared.now = self.start.elapsed().as_millis() as u64;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_ready(),
+                    WAKER => self.run_handed_work(),
+                    Token(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(slot) = self.slots.get_mut(key) {
+                                slot.peer_closed = true;
+                            }
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_ready(key);
+                        } else if event.is_writable() {
+                            self.flush(key);
+                        }
+                    }
+                }
+            }
+            self.serve_ready_list();
+            if self.listener_ready {
+                self.accept_ready();
+            }
+            self.run_timers();
+            self.flush_dirty();
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if self.listener_ready || !self.ready.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut next = self.next_sweep;
+        if let Some(tick) = self.next_app_tick {
+            next = next.min(tick);
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            next = next.min(deadline);
+        }
+        Duration::from_millis(next.saturating_sub(self.shared.now))
+    }
+
+    // ---- accept ----------------------------------------------------------------------------
+
+    fn accept_ready(&mut self) {
+        self.listener_ready = false;
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        for _ in 0..ACCEPT_BUDGET {
+            if self.slots.len() >= self.shared.config.max_connections {
+                // Resumed when a slot frees; until then the kernel's backlog holds the rest.
+                self.accept_paused = true;
+                return;
+            }
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors or similar: try again at the next timer sweep rather
+                    // than spin.
+                    eprintln!("wsreactor: accept failed: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            };
+            if self.pending_handshakes >= self.shared.config.max_pending_handshakes {
+                self.shared.stats.refused += 1;
+                continue; // dropped: too many connections still silent
+            }
+            let _ = stream.set_nodelay(true);
+            let mut transport = PlainTcp::new(stream);
+            let entry = self.slots.vacant_entry();
+            let key = entry.key();
+            if self
+                .poll
+                .registry()
+                .register(
+                    transport.source(),
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            self.next_generation = self.next_generation.wrapping_add(1);
+            entry.insert(Slot {
+                transport: UnsafeCell::new(transport),
+                conn: UnsafeCell::new(Connection::new(self.shared.now, &self.shared.config)),
+                generation: self.next_generation,
+                handshaking: true,
+                queued: false,
+                dirty: Cell::new(false),
+                peer_closed: false,
+            });
+            self.pending_handshakes += 1;
+            self.shared.stats.accepted += 1;
+        }
+        self.listener_ready = true;
+    }
+}

@@ -1,0 +1,67 @@
+//! Plain TCP: a non-blocking `mio` socket, read and written with one system call each.
+//!
+//! Owns the plain-TCP fast paths: a large frame's payload is read straight into the message
+//! buffer's spare capacity (no copy through the shared read buffer, no zeroing), and a large
+//! send is written with one `writev` of header and payload. Must not hold buffers of its own:
+//! an idle plain connection costs its socket only.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
+
+use mio::net::TcpStream;
+
+use super::{Transmit, Transport};
+
+/// A plain TCP connection.
+#[derive(Debug)]
+pub(crate) struct PlainTcp {
+    stream: TcpStream,
+}
+
+impl PlainTcp {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        PlainTcp { stream }
+    }
+}
+
+impl Transport for PlainTcp {
+    fn source(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).read(buf)
+    }
+
+    fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(max);
+        // SAFETY: `spare` is valid for writes of `len` bytes; the kernel writes at most `len`.
+        let n = unsafe { libc::read(self.stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: the first `n` spare bytes were just initialised by `read`.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        (&self.stream).write(bytes)
+    }
+
+    #[inline]
+    fn transmitter(&self) -> Option<&dyn Transmit> {
+        Some(self)
+    }
+}
+
+impl Transmit for PlainTcp {
+    fn transmit(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&self.stream).write_vectored(bufs)
+    }
+}
