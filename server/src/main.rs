@@ -3,7 +3,7 @@
 //!
 //! Owns argument parsing, signal handling and logging of start/stop. The protocol and the
 //! event loop live in the library, and what is served (echo, the page, the stats push) in
-//! [`wsreactor::app`].
+//! [`wsreactor_server::app`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::app::App;
-use wsreactor::static_files::StaticFiles;
 use wsreactor::{Config, Server};
+use wsreactor_server::app::{self, App};
+use wsreactor_server::static_files::StaticFiles;
 
 /// A WebSocket echo server on one mio reactor thread. Plain HTTP on the same port serves a
 /// live demo page; a WebSocket on /stats receives the server's figures every interval.
@@ -81,7 +81,7 @@ struct Args {
     /// Echo messages whose first frame announces at least this many bytes, and is still
     /// arriving, in parts as they arrive (one fragment per read) instead of whole (0: always
     /// echo whole messages).
-    #[arg(long, value_name = "BYTES", default_value_t = wsreactor::app::DEFAULT_STREAM_FROM)]
+    #[arg(long, value_name = "BYTES", default_value_t = app::DEFAULT_STREAM_FROM)]
     stream_from: u64,
 }
 
