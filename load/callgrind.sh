@@ -6,7 +6,8 @@
 # start-up, handshakes and shutdown: what remains is the steady-state cost of one message.
 #
 # Usage: load/callgrind.sh [SERVER_BIN...]   (default: target/release/wsreactor and
-#        target/release/peer-fastwebsockets; build them with `cargo build --release --workspace`)
+#        target/release/peer-fastwebsockets; build them, and target/release/load, with
+#        `cargo build --release -p wsreactor-server -p load -p peers`)
 # Traffic goes to 127.0.0.1 only; each run stops by itself.
 set -euo pipefail
 

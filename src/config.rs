@@ -1,7 +1,7 @@
 //! Server configuration: every limit and timeout, with its default and what it bounds.
 //!
 //! Owns defaults and their consistency check. It does not parse the command line (that is the
-//! binary's job, in `main.rs`) and holds no runtime state.
+//! binary's job, in `server/src/main.rs`) and holds no runtime state.
 
 use std::net::SocketAddr;
 use std::time::Duration;

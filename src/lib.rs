@@ -28,7 +28,6 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod app;
 mod buffers;
 pub mod config;
 mod connection;
@@ -39,7 +38,6 @@ pub mod http;
 pub mod mask;
 mod reactor;
 pub mod sans_io;
-pub mod static_files;
 mod stats;
 mod transport;
 pub mod utf8;

@@ -28,7 +28,7 @@ log() { printf 'soak: %s\n' "$*" >&2; }
 
 if [[ ${SOAK_NO_BUILD:-0} != 1 ]]; then
     log "building release binaries"
-    (cd "$root" && cargo build --release -q -p wsreactor -p load)
+    (cd "$root" && cargo build --release -q -p wsreactor-server -p load)
 fi
 server_bin=$target/release/wsreactor
 load_bin=$target/release/load

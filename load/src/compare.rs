@@ -342,7 +342,7 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
     };
     if !a.no_build {
         if servers.iter().any(|s| s.bin == "wsreactor") {
-            cargo_build(&root, &["--bin", "wsreactor"])?;
+            cargo_build(&root, &["-p", "wsreactor-server", "--bin", "wsreactor"])?;
         }
         if servers.iter().any(|s| s.bin.starts_with("peer-")) {
             cargo_build(&root, &["-p", "peers"])?;

@@ -90,8 +90,8 @@ log "wstest: $wstest"
 
 # --- server binary ------------------------------------------------------------------------
 if [[ -z $bin ]]; then
-    log "cargo build --release --bin wsreactor"
-    cargo build --release --bin wsreactor
+    log "cargo build --release -p wsreactor-server --bin wsreactor"
+    cargo build --release -p wsreactor-server --bin wsreactor
     bin=${CARGO_TARGET_DIR:-$root/target}/release/wsreactor
 fi
 if [[ ! -x $bin ]] && ! command -v "$bin" >/dev/null 2>&1; then

@@ -27,7 +27,7 @@ fi
 
 bin="${WSREACTOR_BIN:-}"
 if [ -z "$bin" ]; then
-    (cd "$repo" && cargo build --release --bin wsreactor)
+    (cd "$repo" && cargo build --release -p wsreactor-server --bin wsreactor)
     bin="${CARGO_TARGET_DIR:-$repo/target}/release/wsreactor"
 fi
 

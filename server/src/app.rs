@@ -16,13 +16,11 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use crate::connection::Conn;
-use crate::connection::Ctx;
-use crate::handler::{Close, ConnId, Handler, Message, MessagePart, SendStatus};
-use crate::handshake::Request;
-use crate::http::Response;
+use wsreactor::{
+    Close, Conn, ConnId, Ctx, Handler, Message, MessagePart, Request, Response, SendStatus, Stats,
+};
+
 use crate::static_files::StaticFiles;
-use crate::stats::Stats;
 
 /// Messages whose first frame announces at least this many bytes, and is still arriving, are
 /// echoed in parts (a fragment per read) unless configured otherwise.

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+// The harness shared with the library's tests, not a copy of it.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 const MIB: usize = 1024 * 1024;

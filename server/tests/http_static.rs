@@ -1,9 +1,11 @@
 //! The binary's application over real sockets: plain HTTP served from the built-in page or a
 //! folder (status codes, headers, keep-alive, every path-escape attempt) and the `/stats` push.
 //!
-//! Each test runs `wsreactor::app::App` (the handler the binary runs) in a `Server` on an
+//! Each test runs `wsreactor_server::app::App` (the handler the binary runs) in a `Server` on an
 //! ephemeral 127.0.0.1 port, in a thread that is shut down and joined at the end.
 
+// The harness shared with the library's tests, not a copy of it.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -13,9 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tungstenite::Message as WsMessage;
-use wsreactor::app::App;
-use wsreactor::static_files::StaticFiles;
 use wsreactor::{Config, Server, ShutdownHandle};
+use wsreactor_server::app::App;
+use wsreactor_server::static_files::StaticFiles;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

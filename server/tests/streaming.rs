@@ -3,6 +3,8 @@
 //! protocol rules (UTF-8, limits, control frames between fragments, no whole message slipped
 //! between our fragments) hold for them exactly as for assembled messages.
 
+// The harness shared with the library's tests, not a copy of it.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -10,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use common::{masked_frame, Frame, RawClient, TestServer};
-use wsreactor::app::App;
-use wsreactor::static_files::StaticFiles;
 use wsreactor::{Config, Conn, Handler, Message, MessageKind, MessagePart, SendStatus};
+use wsreactor_server::app::App;
+use wsreactor_server::static_files::StaticFiles;
 
 const STREAM_FROM: u64 = 64 << 10;
 

@@ -3,7 +3,7 @@
 //!
 //! Owns argument parsing, signal handling and logging of start/stop. The protocol and the
 //! event loop live in the library, and what is served (echo, the page, the stats push) in
-//! [`wsreactor::app`].
+//! [`wsreactor_server::app`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,9 +12,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::app::App;
-use wsreactor::static_files::StaticFiles;
 use wsreactor::{Config, Server};
+use wsreactor_server::app::{self, App};
+use wsreactor_server::static_files::StaticFiles;
+
+/// Milliseconds between stats pushes unless `--stats-interval-ms` says otherwise: the one
+/// default that is the binary's own (the library's `Config::tick_interval` is off by default).
+const DEFAULT_STATS_INTERVAL_MS: u64 = 1_000;
 
 /// A WebSocket echo server on one mio reactor thread. Plain HTTP on the same port serves a
 /// live demo page; a WebSocket on /stats receives the server's figures every interval.
@@ -22,7 +26,7 @@ use wsreactor::{Config, Server};
 #[command(version, about)]
 struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9001")]
+    #[arg(long, default_value_t = Config::default().listen)]
     listen: SocketAddr,
     /// Most connections held at once (any state).
     #[arg(long, default_value_t = Config::default().max_connections)]
@@ -52,16 +56,16 @@ struct Args {
     #[arg(long, default_value_t = Config::default().max_backlog)]
     max_backlog: usize,
     /// Milliseconds allowed for the request head.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = millis(Config::default().handshake_timeout))]
     handshake_timeout_ms: u64,
     /// Seconds without input before an open connection is pinged, then closed (0: never).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = Config::default().idle_timeout.map_or(0, |t| t.as_secs()))]
     idle_timeout_s: u64,
     /// Close at the idle timeout instead of pinging first.
     #[arg(long)]
     no_auto_ping: bool,
     /// Milliseconds to wait for the peer's close frame.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = millis(Config::default().close_timeout))]
     close_timeout_ms: u64,
     /// A subprotocol to accept (repeatable); the first the client offers wins.
     #[arg(long = "subprotocol")]
@@ -76,12 +80,12 @@ struct Args {
     #[arg(long = "static", value_name = "DIR")]
     static_dir: Option<PathBuf>,
     /// Milliseconds between stats pushes to WebSockets on /stats (0: no push).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = DEFAULT_STATS_INTERVAL_MS)]
     stats_interval_ms: u64,
     /// Echo messages whose first frame announces at least this many bytes, and is still
     /// arriving, in parts as they arrive (one fragment per read) instead of whole (0: always
     /// echo whole messages).
-    #[arg(long, value_name = "BYTES", default_value_t = wsreactor::app::DEFAULT_STREAM_FROM)]
+    #[arg(long, value_name = "BYTES", default_value_t = app::DEFAULT_STREAM_FROM)]
     stream_from: u64,
 }
 
@@ -108,9 +112,17 @@ impl Args {
             read_buffer_size: self.read_buffer_size,
             tick_interval: (self.stats_interval_ms > 0)
                 .then(|| Duration::from_millis(self.stats_interval_ms)),
-            abort_on_panic: false,
+            // Not an option: the library's default. Every field is listed (no `..`), so a new
+            // one in `Config` is a compile error here until it gets an option or a line.
+            abort_on_panic: Config::default().abort_on_panic,
         }
     }
+}
+
+/// A duration as whole milliseconds, for an option's default (saturating: no default comes
+/// near `u64::MAX` ms).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn main() -> ExitCode {
@@ -165,5 +177,33 @@ fn main() -> ExitCode {
             eprintln!("wsreactor: reactor failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no options the binary runs the library's defaults, plus its own stats push.
+    #[test]
+    fn no_options_give_the_library_defaults() {
+        let args = Args::try_parse_from(["wsreactor"]).expect("no options parse");
+        let expected = Config {
+            tick_interval: Some(Duration::from_millis(DEFAULT_STATS_INTERVAL_MS)),
+            ..Config::default()
+        };
+        // Config has no PartialEq; its Debug output lists every field.
+        assert_eq!(format!("{:?}", args.config()), format!("{expected:?}"));
+        assert_eq!(args.stream_from, app::DEFAULT_STREAM_FROM);
+    }
+
+    #[test]
+    fn zero_turns_the_idle_timeout_and_the_push_off() {
+        let args =
+            Args::try_parse_from(["wsreactor", "--idle-timeout-s", "0"]).expect("options parse");
+        assert_eq!(args.config().idle_timeout, None);
+        let args =
+            Args::try_parse_from(["wsreactor", "--stats-interval-ms", "0"]).expect("options parse");
+        assert_eq!(args.config().tick_interval, None);
     }
 }

@@ -25,7 +25,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::http::Response;
+use wsreactor::Response;
 
 /// Largest file read into memory by default: 8 MiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 << 20;
