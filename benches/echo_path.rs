@@ -22,10 +22,7 @@ struct Echo;
 
 impl Handler for Echo {
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
-        let _ = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(data) => conn.send_binary(data),
-        };
+        let _ = conn.send(message);
     }
 }
 

@@ -94,40 +94,117 @@ impl Default for Config {
 /// Headers parsed per request at most, whatever `max_headers` says (the parser's stack array).
 pub const HEADER_ARRAY: usize = 128;
 
-impl Config {
-    /// Checks that the limits fit together; the server refuses to start otherwise.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if self.max_connections == 0 {
-            problems.push("max_connections must be at least 1".to_string());
-        }
-        if self.max_headers == 0 || self.max_headers > HEADER_ARRAY {
-            problems.push(format!("max_headers must be 1..={HEADER_ARRAY}"));
-        }
-        if self.max_request_head < 64 {
-            problems.push("max_request_head must be at least 64 bytes".to_string());
-        }
-        if self.max_frame_size > self.max_message_size {
-            problems.push("max_frame_size must not exceed max_message_size".to_string());
-        }
-        if self.backlog_low_water > self.backlog_high_water {
-            problems.push("backlog_low_water must not exceed backlog_high_water".to_string());
-        }
-        if self.max_backlog < self.backlog_high_water
-            || self.max_backlog < self.max_message_size + crate::frame::MAX_HEADER_LEN
-        {
-            problems.push(
+/// A [`Config`] whose limits do not fit together: what [`Config::validate`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_connections` is 0.
+    NoConnections,
+    /// `max_headers` is 0 or above [`HEADER_ARRAY`].
+    MaxHeadersOutOfRange,
+    /// `max_request_head` is below 64 bytes.
+    RequestHeadTooSmall,
+    /// `max_frame_size` is above `max_message_size`.
+    FrameOverMessage,
+    /// `backlog_low_water` is above `backlog_high_water`.
+    LowWaterOverHighWater,
+    /// `max_backlog` is below `backlog_high_water`, or below `max_message_size` plus a frame
+    /// header (the echo of one whole message must fit).
+    BacklogTooSmall,
+    /// `read_buffer_size` is below 1 KiB.
+    ReadBufferTooSmall,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConfigError::NoConnections => "max_connections must be at least 1",
+            ConfigError::MaxHeadersOutOfRange => "max_headers must be 1..=128",
+            ConfigError::RequestHeadTooSmall => "max_request_head must be at least 64 bytes",
+            ConfigError::FrameOverMessage => "max_frame_size must not exceed max_message_size",
+            ConfigError::LowWaterOverHighWater => {
+                "backlog_low_water must not exceed backlog_high_water"
+            }
+            ConfigError::BacklogTooSmall => {
                 "max_backlog must be at least backlog_high_water and max_message_size + 14"
-                    .to_string(),
-            );
+            }
+            ConfigError::ReadBufferTooSmall => "read_buffer_size must be at least 1 KiB",
+        })
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why a [`Server`](crate::Server) could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration's limits do not fit together.
+    Config(ConfigError),
+    /// The listener could not be bound or the poll set up.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "invalid configuration: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
         }
-        if self.read_buffer_size < 1024 {
-            problems.push("read_buffer_size must be at least 1 KiB".to_string());
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Io(e) => Some(e),
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl Config {
+    /// Checks that the limits fit together; the server refuses to start otherwise. Reports
+    /// the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::*;
+        let checks = [
+            (self.max_connections == 0, NoConnections),
+            (
+                self.max_headers == 0 || self.max_headers > HEADER_ARRAY,
+                MaxHeadersOutOfRange,
+            ),
+            (self.max_request_head < 64, RequestHeadTooSmall),
+            (
+                self.max_frame_size > self.max_message_size,
+                FrameOverMessage,
+            ),
+            (
+                self.backlog_low_water > self.backlog_high_water,
+                LowWaterOverHighWater,
+            ),
+            (
+                self.max_backlog < self.backlog_high_water
+                    || self.max_backlog < self.max_message_size + crate::frame::MAX_HEADER_LEN,
+                BacklogTooSmall,
+            ),
+            (self.read_buffer_size < 1024, ReadBufferTooSmall),
+        ];
+        match checks.into_iter().find(|(failed, _)| *failed) {
+            Some((_, problem)) => Err(problem),
+            None => Ok(()),
         }
     }
 

@@ -9,16 +9,13 @@
 //!
 //! impl Handler for Echo {
 //!     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
-//!         let _ = match message {
-//!             Message::Text(text) => conn.send_text(text),
-//!             Message::Binary(data) => conn.send_binary(data),
-//!         };
+//!         let _ = conn.send(message);
 //!     }
 //! }
 //!
 //! let mut server = Server::bind(Config::default(), Echo)?;
 //! server.run()?;
-//! # Ok::<(), std::io::Error>(())
+//! # Ok::<(), wsreactor::Error>(())
 //! ```
 //!
 //! The layout follows the path of a byte: [`reactor`](Server) (sockets, readiness, timers) →
@@ -42,7 +39,7 @@ mod stats;
 mod transport;
 pub mod utf8;
 
-pub use config::Config;
+pub use config::{Config, ConfigError, Error};
 
 pub use connection::{Conn, Ctx, Fanout};
 pub use handler::{

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::masked_frame;
 use harden::{assert_serves_fresh_client, config, Client, Running, IO_TIMEOUT};
-use wsreactor::Config;
+use wsreactor::{CloseCause, Config};
 
 #[test]
 fn connection_churn_leaves_nothing_behind() {
@@ -232,6 +232,7 @@ fn half_closed_peers_get_their_replies_then_the_server_closes() {
 
     let seen = server.wait_for(IO_TIMEOUT, "all released", |s| s.connections == 0);
     assert_eq!(seen.closes, vec![1006, 1006, 1006]);
+    assert_eq!(seen.causes, vec![CloseCause::Io; 3]);
     assert_serves_fresh_client(server.addr);
 }
 
@@ -345,5 +346,6 @@ fn control_frames_interleaved_with_fragments() {
     let seen = server.wait_for(IO_TIMEOUT, "closed", |s| s.connections == 0);
     assert_eq!(seen.messages, 1);
     assert_eq!(seen.closes, vec![4001]);
+    assert_eq!(seen.causes, vec![CloseCause::Peer]);
     assert_serves_fresh_client(server.addr);
 }

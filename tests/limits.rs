@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::masked_frame;
 use harden::{assert_serves_fresh_client, config, Client, Running, IO_TIMEOUT};
-use wsreactor::Config;
+use wsreactor::{CloseCause, Config};
 
 // ---- request head ---------------------------------------------------------------------------
 
@@ -90,6 +90,7 @@ fn frame_over_max_frame_size_is_1009_before_its_payload_is_sent() {
         s.closes.contains(&1009)
     });
     assert_eq!(seen.stats.protocol_errors, 1);
+    assert_eq!(seen.causes, vec![CloseCause::Protocol]);
     assert_serves_fresh_client(server.addr);
 }
 
@@ -291,6 +292,11 @@ fn idle_without_auto_ping_closes_1001_directly() {
     // We answer the close: the server closes the TCP connection at once.
     client.send_frame(true, 0x8, &1001u16.to_be_bytes());
     assert!(client.closed_within(Duration::from_millis(500)));
+    let seen = server.wait_for(IO_TIMEOUT, "closed", |s| s.connections == 0);
+    assert_eq!(
+        (seen.closes, seen.causes),
+        (vec![1001], vec![CloseCause::Timeout])
+    );
 }
 
 #[test]
@@ -484,6 +490,7 @@ fn output_past_max_backlog_drops_the_connection_instead_of_growing() {
     assert!(hog.closed_within(IO_TIMEOUT));
     server.wait_for(IO_TIMEOUT, "connection gone", |s| s.connections == 0);
     assert_eq!(server.seen().closes, vec![1006]);
+    assert_eq!(server.seen().causes, vec![CloseCause::Backlog]);
     assert_serves_fresh_client(server.addr);
 }
 
@@ -507,6 +514,8 @@ fn handler_panic_closes_only_that_connection_with_1011() {
         s.stats.handler_panics == 2
     });
     assert_eq!(seen.closes.iter().filter(|&&c| c == 1011).count(), 2);
+    let panics = seen.causes.iter().filter(|&&c| c == CloseCause::Panic);
+    assert_eq!(panics.count(), 2);
     bystander.close();
     assert_serves_fresh_client(server.addr);
 }

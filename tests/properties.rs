@@ -5,6 +5,10 @@
 //!   and the same output bytes as when it arrives in one piece;
 //! - the same holds for messages handed over in parts (`Handler::stream_from`): the parts
 //!   put together, and the fragmented echoes put together, are the messages sent;
+//! - through an in-memory client ([`wsreactor::sans_io::Pair`]), which checks every server
+//!   frame as a strict client would: messages fragmented anywhere, delivered in reads of any
+//!   size, come back whole and in order from an echo and from a streaming echo, and the close
+//!   handshake ends the exchange with nothing after it;
 //! - any byte string fed to the handshake parser, or to an open connection's frame decoder,
 //!   ends in a defined answer (an HTTP status, well-formed frames, a valid close code) and
 //!   never panics.
@@ -16,7 +20,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use wsreactor::config::HEADER_ARRAY;
 use wsreactor::handshake::{self, Verdict};
-use wsreactor::sans_io::Endpoint;
+use wsreactor::sans_io::{Endpoint, Pair, Received};
 use wsreactor::{Config, Conn, Handler, Message, MessageKind, MessagePart};
 
 /// Echoes and records every message.
@@ -31,10 +35,7 @@ impl Handler for Recorder {
             matches!(message, Message::Text(_)),
             message.as_bytes().to_vec(),
         ));
-        let _ = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(data) => conn.send_binary(data),
-        };
+        let _ = conn.send(message);
     }
 }
 
@@ -235,8 +236,58 @@ fn check_frames_end_well(frames: &[Frame]) {
     }
 }
 
+/// Sends the planned messages through a pair, in reads of `reads` bytes, then closes; returns
+/// what the client received.
+fn pair_exchange<H: Handler>(
+    pair: &mut Pair<H>,
+    messages: &[Planned],
+    reads: &[usize],
+) -> Vec<Received> {
+    for m in messages {
+        pair.client.message(m.text, &m.payload, &m.cuts);
+    }
+    pair.client.frame(
+        true,
+        wsreactor::frame::OpCode::Close,
+        &1000u16.to_be_bytes(),
+    );
+    pair.deliver(reads).expect("the server broke the protocol")
+}
+
+/// What an echo of `messages` followed by a close 1000 must give the client.
+fn echoed(messages: &[Planned], as_text: bool) -> Vec<Received> {
+    let mut expected: Vec<Received> = messages
+        .iter()
+        .map(
+            |m| match (m.text && as_text, String::from_utf8(m.payload.clone())) {
+                (true, Ok(text)) => Received::Text(text),
+                _ => Received::Binary(m.payload.clone()),
+            },
+        )
+        .collect();
+    expected.push(Received::Close(Some(1000), String::new()));
+    expected
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_client_in_memory_gets_back_every_message_whole_and_then_the_close(
+        messages in vec(planned(), 1..6),
+        reads in vec(1usize..5000, 1..8),
+    ) {
+        let mut pair = Pair::open(config(), Recorder::default());
+        let received = pair_exchange(&mut pair, &messages, &reads);
+        prop_assert_eq!(received, echoed(&messages, true));
+        prop_assert!(pair.client.is_closed());
+        prop_assert!(!pair.server.is_open());
+
+        // The streaming echo sends every part back as a binary fragment.
+        let mut pair = Pair::open(config(), PartsRecorder::default());
+        let received = pair_exchange(&mut pair, &messages, &reads);
+        prop_assert_eq!(received, echoed(&messages, false));
+    }
 
     #[test]
     fn valid_frames_split_anywhere_decode_to_the_same_messages(

@@ -20,10 +20,7 @@ impl Handler for Echo {
                 let _ = conn.ping(message.as_bytes());
             }
             _ => {
-                let _ = match message {
-                    Message::Text(text) => conn.send_text(text),
-                    Message::Binary(data) => conn.send_binary(data),
-                };
+                let _ = conn.send(message);
             }
         }
     }

@@ -190,10 +190,7 @@ impl Handler for App {
 
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
         // Backpressure and closed connections are handled by the server itself.
-        let _ = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(data) => conn.send_binary(data),
-        };
+        let _ = conn.send(message);
     }
 
     fn stream_from(&self) -> Option<u64> {

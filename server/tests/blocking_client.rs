@@ -10,10 +10,9 @@
 //! options), not a test-only handler. Every socket has a timeout, so a hang fails the test
 //! instead of wedging it.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tungstenite::protocol::WebSocketConfig;
@@ -28,43 +27,11 @@ const MIB: usize = 1024 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const ROUNDS: usize = 20;
 
-/// The `wsreactor` binary on an ephemeral port, stopped (by its PID) on drop.
-struct Binary {
-    child: Child,
-    addr: String,
-}
-
-impl Binary {
-    fn start(extra: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsreactor"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the wsreactor binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("the binary printed 'listening on'");
-        Binary { child, addr }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `wsreactor` binary on an ephemeral port, with `extra` options.
+fn start_binary(extra: &[&str]) -> common::Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsreactor"));
+    command.args(["--listen", "127.0.0.1:0"]).args(extra);
+    common::Process::start(&mut command)
 }
 
 fn connect(addr: &str) -> WebSocket<TcpStream> {
@@ -99,7 +66,7 @@ fn binary(len: usize) -> Vec<u8> {
 
 /// Sends each message whole, then reads its echo, `ROUNDS` times per size and kind, on one
 /// connection.
-fn send_then_read(server: &Binary) {
+fn send_then_read(server: &common::Process) {
     let mut ws = connect(&server.addr);
     for size in [MIB, 4 * MIB, 16 * MIB] {
         let text = dense_text(size);
@@ -127,12 +94,12 @@ fn send_then_read(server: &Binary) {
 
 #[test]
 fn the_shipped_binary_echoes_a_message_written_whole_before_the_client_reads() {
-    send_then_read(&Binary::start(&[]));
+    send_then_read(&start_binary(&[]));
 }
 
 #[test]
 fn the_shipped_binary_echoes_whole_messages_to_a_blocking_client_with_stream_from_0() {
-    send_then_read(&Binary::start(&["--stream-from", "0"]));
+    send_then_read(&start_binary(&["--stream-from", "0"]));
 }
 
 /// A peer that pipelines messages and never reads is another case: its reading pauses at a
@@ -141,7 +108,7 @@ fn the_shipped_binary_echoes_whole_messages_to_a_blocking_client_with_stream_fro
 /// Everyone else is served meanwhile.
 #[test]
 fn a_peer_that_pipelines_and_never_reads_is_paused_then_dropped() {
-    let server = Binary::start(&["--idle-timeout-s", "1", "--close-timeout-ms", "500"]);
+    let server = start_binary(&["--idle-timeout-s", "1", "--close-timeout-ms", "500"]);
     let addr = server.addr.parse().expect("address");
     let mut stream = common::RawClient::open(addr).stream;
     // 256 KiB binary messages, written until the server stops taking them.

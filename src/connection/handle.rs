@@ -102,12 +102,18 @@ impl<'a> Conn<'a> {
         self.send_whole(OpCode::Binary, data)
     }
 
+    /// Sends a whole message, text or binary as it is: an echo is `conn.send(message)`.
+    #[inline]
+    pub fn send(&mut self, message: Message<'_>) -> SendStatus {
+        let (opcode, payload) = message_frame(message);
+        self.send_whole(opcode, payload)
+    }
+
     /// Sends `message` to the connection `id`: this one or any other, with the same answers
     /// as [`send_text`](Self::send_text). A stale or unknown id gets [`SendStatus::Closed`].
     pub fn send_to(&mut self, id: ConnId, message: Message<'_>) -> SendStatus {
         if id == self.id {
-            let (opcode, payload) = message_frame(message);
-            self.send_whole(opcode, payload)
+            self.send(message)
         } else {
             self.ctx.send(id, message)
         }
@@ -121,7 +127,7 @@ impl<'a> Conn<'a> {
     /// Sends a ping (payload truncated to 125 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
         let len = payload.len().min(MAX_CONTROL_PAYLOAD);
-        self.send(FrameHead::whole(OpCode::Ping), &payload[..len])
+        self.send_head(FrameHead::whole(OpCode::Ping), &payload[..len])
     }
 
     /// Sends the next part of a message sent in parts, as one frame: the first part opens a
@@ -139,7 +145,7 @@ impl<'a> Conn<'a> {
                 MessageKind::Binary => OpCode::Binary,
             }
         };
-        let status = self.send(FrameHead { opcode, fin: last }, data);
+        let status = self.send_head(FrameHead { opcode, fin: last }, data);
         if matches!(status, SendStatus::Sent | SendStatus::Backpressure) {
             if last {
                 self.conn.flags &= !PARTS_OUT;
@@ -180,11 +186,11 @@ impl<'a> Conn<'a> {
         if self.conn.flags & PARTS_OUT != 0 && self.conn.state == State::Open {
             return SendStatus::PartsOpen;
         }
-        self.send(FrameHead::whole(opcode), payload)
+        self.send_head(FrameHead::whole(opcode), payload)
     }
 
     #[inline(always)]
-    fn send(&mut self, head: FrameHead, payload: &[u8]) -> SendStatus {
+    fn send_head(&mut self, head: FrameHead, payload: &[u8]) -> SendStatus {
         let ctx = &mut self.ctx;
         self.conn
             .send_frame(head, payload, ctx.pool, ctx.config, ctx.stats, self.direct)
@@ -266,10 +272,7 @@ impl<'a> Ctx<'a> {
     /// the connection this callback is about: send to that one through its [`Conn`]).
     pub fn send(&mut self, id: ConnId, message: Message<'_>) -> SendStatus {
         match self.conn(id) {
-            Some(mut conn) => {
-                let (opcode, payload) = message_frame(message);
-                conn.send_whole(opcode, payload)
-            }
+            Some(mut conn) => conn.send(message),
             None => SendStatus::Closed,
         }
     }

@@ -20,7 +20,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::config::Config;
+use crate::config::{Config, Error};
 use crate::connection::{Connection, Ctx, Env, Peers, Shared};
 use crate::frame::close_code;
 use crate::handler::{CloseCause, ConnId, Handler};
@@ -85,10 +85,8 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
 
 impl<H: Handler> Server<H> {
     /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
-    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        config
-            .validate()
-            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+    pub fn bind(config: Config, handler: H) -> Result<Self, Error> {
+        config.validate()?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;

@@ -3,8 +3,10 @@
 //! the hardening harness and the property tests) and reads frames and HTTP responses back.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,10 +20,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
-        let _ = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(data) => conn.send_binary(data),
-        };
+        let _ = conn.send(message);
     }
 }
 
@@ -72,6 +71,45 @@ impl Drop for TestServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A server process (the binary, an example), stopped by its PID on drop.
+pub struct Process {
+    pub child: Child,
+    /// The address it printed after "listening on".
+    pub addr: String,
+}
+
+impl Process {
+    /// Starts `command` and waits for it to print "listening on ADDR" on stderr.
+    pub fn start(command: &mut Command) -> Process {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server process");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the process printed 'listening on'");
+        Process { child, addr }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

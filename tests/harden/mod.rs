@@ -115,10 +115,7 @@ impl Handler for Probe {
                 return;
             }
         }
-        let status = match message {
-            Message::Text(text) => conn.send_text(text),
-            Message::Binary(data) => conn.send_binary(data),
-        };
+        let status = conn.send(message);
         self.record(conn, status);
     }
 

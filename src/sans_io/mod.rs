@@ -1,9 +1,16 @@
-//! One server-side connection driven entirely in memory: bytes in, bytes out, time advanced by
-//! hand. For tests, property tests, fuzz targets and benchmarks of the whole per-message path
-//! without sockets.
+//! Connections driven entirely in memory: bytes in, bytes out, time advanced by hand. For
+//! tests, property tests, fuzz targets and benchmarks of the whole per-message path without
+//! sockets; not part of the server's API proper.
 //!
-//! Owns nothing of its own but the wiring: the state machine is the reactor's very
-//! `Connection`, with its own buffer pool, counters and clock.
+//! [`Endpoint`] is one server-side connection: the reactor's very `Connection`, with its own
+//! buffer pool, counters and clock. [`Client`] is an in-memory client, strict about what the
+//! server sends, and [`Pair`] wires the two together.
+
+mod client;
+mod pair;
+
+pub use client::{Client, Received, Violation, SWITCHING_PROTOCOLS, UPGRADE_REQUEST};
+pub use pair::Pair;
 
 use crate::config::Config;
 use crate::connection::{Connection, Env, NoPeers, Shared};
@@ -113,10 +120,7 @@ mod tests {
     struct Echo;
     impl Handler for Echo {
         fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
-            let _ = match message {
-                Message::Text(t) => conn.send_text(t),
-                Message::Binary(b) => conn.send_binary(b),
-            };
+            let _ = conn.send(message);
         }
     }
 
