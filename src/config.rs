@@ -63,6 +63,32 @@ pub struct Config {
     /// Abort the process when a handler callback panics. Default false: the panic is caught at
     /// the callback boundary and only that connection is closed (1011).
     pub abort_on_panic: bool,
+    /// A subscriber's unwritten output above which a published message is not queued to it
+    /// (see [`slow_subscriber`](Self::slow_subscriber)). Checked before each message, so a
+    /// batch of publishes never passes it. Default 1 MiB; at most `max_backlog`.
+    pub max_subscriber_backlog: usize,
+    /// What a subscriber over `max_subscriber_backlog` gets. Default
+    /// [`SlowSubscriber::Close`].
+    pub slow_subscriber: SlowSubscriber,
+    /// Longest topic name in bytes. Default 256.
+    pub max_topic_name: usize,
+    /// Most topics one connection subscribes to. Default 64.
+    pub max_topics_per_connection: usize,
+}
+
+/// The policy for a subscriber that does not keep up with what is published to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SlowSubscriber {
+    /// It misses the messages that do not fit (counted in `Stats::publish_drops` and in each
+    /// publish's [`Published::dropped`](crate::Published::dropped)); it stays open and gets
+    /// later messages once it has read.
+    Drop,
+    /// It is closed with 1008 (policy violation: the server's limit on unread output) and
+    /// gets nothing after the close frame, so what it did receive has no gaps. The default:
+    /// a client that reconnects knows it missed something; one that silently misses messages
+    /// does not.
+    #[default]
+    Close,
 }
 
 impl Default for Config {
@@ -87,6 +113,10 @@ impl Default for Config {
             read_buffer_size: 256 * 1024,
             tick_interval: None,
             abort_on_panic: false,
+            max_subscriber_backlog: 1 << 20,
+            slow_subscriber: SlowSubscriber::Close,
+            max_topic_name: 256,
+            max_topics_per_connection: 64,
         }
     }
 }
@@ -113,6 +143,8 @@ pub enum ConfigError {
     BacklogTooSmall,
     /// `read_buffer_size` is below 1 KiB.
     ReadBufferTooSmall,
+    /// `max_subscriber_backlog` is above `max_backlog`.
+    SubscriberBacklogOverMax,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -129,6 +161,9 @@ impl std::fmt::Display for ConfigError {
                 "max_backlog must be at least backlog_high_water and max_message_size + 14"
             }
             ConfigError::ReadBufferTooSmall => "read_buffer_size must be at least 1 KiB",
+            ConfigError::SubscriberBacklogOverMax => {
+                "max_subscriber_backlog must not exceed max_backlog"
+            }
         })
     }
 }
@@ -201,6 +236,10 @@ impl Config {
                 BacklogTooSmall,
             ),
             (self.read_buffer_size < 1024, ReadBufferTooSmall),
+            (
+                self.max_subscriber_backlog > self.max_backlog,
+                SubscriberBacklogOverMax,
+            ),
         ];
         match checks.into_iter().find(|(failed, _)| *failed) {
             Some((_, problem)) => Err(problem),

@@ -36,10 +36,11 @@ pub mod mask;
 mod reactor;
 pub mod sans_io;
 mod stats;
+mod topics;
 mod transport;
 pub mod utf8;
 
-pub use config::{Config, ConfigError, Error};
+pub use config::{Config, ConfigError, Error, SlowSubscriber};
 
 pub use connection::{Conn, Ctx, Fanout};
 pub use handler::{
@@ -49,3 +50,4 @@ pub use handshake::Request;
 pub use http::Response;
 pub use reactor::{Server, ServerHandle, ShutdownHandle, Stopped};
 pub use stats::Stats;
+pub use topics::{Published, TopicError};

@@ -31,4 +31,10 @@ pub struct Stats {
     pub backlog_drops: u64,
     /// Handler callbacks that panicked.
     pub handler_panics: u64,
+    /// Messages published to a topic with at least one subscriber.
+    pub publishes: u64,
+    /// Published messages a slow subscriber missed ([`SlowSubscriber::Drop`](crate::config::SlowSubscriber)).
+    pub publish_drops: u64,
+    /// Subscribers closed for being slow ([`SlowSubscriber::Close`](crate::config::SlowSubscriber)).
+    pub slow_subscriber_closes: u64,
 }

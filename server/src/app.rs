@@ -3,7 +3,9 @@
 //! Owns three behaviours, chosen per request:
 //!
 //! - every WebSocket message on any path is sent back unchanged (the echo benchmark's path:
-//!   [`App::on_message`](Handler::on_message) does exactly what a bare echo does, no more);
+//!   [`App::on_message`](Handler::on_message) does exactly what a bare echo does, no more),
+//!   except in a room: a WebSocket on `/room/NAME` joins the topic `NAME`, and its messages are
+//!   published unchanged to every member, the sender included ([`crate::rooms`]);
 //! - a WebSocket opened on [`STATS_PATH`] (`/stats`, query ignored) is also a subscriber: it
 //!   receives one `{"type":"hello",...}` text message at once, then one JSON text message per
 //!   `Config::tick_interval` with the server's counters and rates (see [`StatsSample::to_json`]);
@@ -20,7 +22,11 @@ use wsreactor::{
     Close, Conn, ConnId, Ctx, Handler, Message, MessagePart, Request, Response, SendStatus, Stats,
 };
 
+use crate::rooms::{room_name, Rooms};
 use crate::static_files::StaticFiles;
+
+/// Rooms listed in each stats push (the largest first).
+const ROOMS_IN_PUSH: usize = 16;
 
 /// Messages whose first frame announces at least this many bytes, and is still arriving, are
 /// echoed in parts (a fragment per read) unless configured otherwise.
@@ -34,7 +40,7 @@ pub const STATS_PATH: &str = "/stats";
 const MAX_SUBSCRIBER_BACKLOG: usize = 64 << 10;
 
 /// The server's figures at one tick, and the rates since the tick before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSample {
     /// Number of this push, from 1.
     pub seq: u64,
@@ -48,6 +54,8 @@ pub struct StatsSample {
     pub connections: usize,
     /// Stats subscribers.
     pub subscribers: usize,
+    /// The largest rooms and their member counts, already as JSON (`[{"room":..,"members":..}]`).
+    pub rooms_json: String,
     /// Counters now.
     pub total: Stats,
     /// Counters at the previous push (all zero before the first).
@@ -88,7 +96,9 @@ impl StatsSample {
                 r#""rate":{{"messages_in":{},"messages_out":{},"bytes_in":{},"bytes_out":{}}},"#,
                 r#""total":{{"opened":{},"closed":{},"accepted":{},"messages_in":{},"#,
                 r#""messages_out":{},"bytes_in":{},"bytes_out":{},"http_requests":{},"#,
-                r#""refused":{},"protocol_errors":{},"backlog_drops":{},"handler_panics":{}}}}}"#,
+                r#""refused":{},"protocol_errors":{},"backlog_drops":{},"handler_panics":{},"#,
+                r#""publishes":{},"publish_drops":{},"slow_subscriber_closes":{}}},"#,
+                r#""rooms":{}}}"#,
             ),
             self.seq,
             self.uptime_ms,
@@ -112,6 +122,10 @@ impl StatsSample {
             t.protocol_errors,
             t.backlog_drops,
             t.handler_panics,
+            t.publishes,
+            t.publish_drops,
+            t.slow_subscriber_closes,
+            self.rooms_json,
         );
     }
 }
@@ -133,6 +147,7 @@ pub struct App {
     /// Messages this large that are still arriving are echoed in parts as they arrive
     /// (`Handler::stream_from`); `None`: every message is echoed whole.
     stream_from: Option<u64>,
+    rooms: Rooms,
 }
 
 impl App {
@@ -149,6 +164,7 @@ impl App {
             json: String::new(),
             gone: Vec::new(),
             stream_from: Some(DEFAULT_STREAM_FROM),
+            rooms: Rooms::default(),
         }
     }
 
@@ -170,6 +186,18 @@ impl App {
     }
 }
 
+/// The largest rooms as a JSON array. Room names are plain ASCII segments
+/// ([`room_name`]), so they need no escaping.
+fn rooms_json(rooms: &Rooms) -> String {
+    let mut out = String::from("[");
+    for (i, (room, members)) in rooms.largest(ROOMS_IN_PUSH).into_iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, r#"{sep}{{"room":"{room}","members":{members}}}"#);
+    }
+    out.push(']');
+    out
+}
+
 /// Whether a request target (path and query) is the stats path.
 pub fn is_stats_path(target: &str) -> bool {
     let end = target.find(['?', '#']).unwrap_or(target.len());
@@ -177,7 +205,19 @@ pub fn is_stats_path(target: &str) -> bool {
 }
 
 impl Handler for App {
+    /// A room path whose name is not a plain short segment is refused (403).
+    fn accept(&mut self, request: &Request<'_>) -> bool {
+        !matches!(room_name(request.path), Some(Err(())))
+    }
+
     fn on_open(&mut self, conn: &mut Conn<'_>, request: &Request<'_>) {
+        if let Some(Ok(room)) = room_name(request.path) {
+            match conn.subscribe(room.as_bytes()) {
+                Ok(_) => self.rooms.join(conn.id(), room),
+                Err(_) => conn.close(1008, "cannot join the room"),
+            }
+            return;
+        }
         if is_stats_path(request.path) {
             self.subscribers.insert(conn.id());
             let hello = format!(
@@ -189,6 +229,11 @@ impl Handler for App {
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+        if let Some(room) = self.rooms.room_of(conn.id()) {
+            // Framed once, queued to every member under the slow-subscriber policy.
+            conn.publish(room.as_bytes(), message, true);
+            return;
+        }
         // Backpressure and closed connections are handled by the server itself.
         let _ = conn.send(message);
     }
@@ -204,6 +249,7 @@ impl Handler for App {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _close: Close<'_>) {
+        self.rooms.leave(id);
         if !self.subscribers.is_empty() {
             self.subscribers.remove(&id);
         }
@@ -224,6 +270,7 @@ impl Handler for App {
             open: ctx.open_count(),
             connections: ctx.connection_count(),
             subscribers: self.subscribers.len(),
+            rooms_json: rooms_json(&self.rooms),
             total,
             previous: self.previous,
         };
@@ -290,6 +337,7 @@ mod tests {
             open: 2,
             connections: 3,
             subscribers: 1,
+            rooms_json: r#"[{"room":"lobby","members":2}]"#.to_string(),
             total,
             previous,
         };
@@ -301,10 +349,11 @@ mod tests {
             r#""rate":{"messages_in":500,"messages_out":502,"bytes_in":4000,"bytes_out":0}"#
         ));
         assert!(json.contains(r#""total":{"opened":5,"closed":0,"#));
-        assert!(json.ends_with(r#""handler_panics":0}}"#));
-        // Balanced braces: one object with two nested ones.
-        assert_eq!(json.matches('{').count(), 3);
-        assert_eq!(json.matches('}').count(), 3);
+        assert!(json.contains(r#""handler_panics":0,"publishes":0,"#));
+        assert!(json.ends_with(r#""rooms":[{"room":"lobby","members":2}]}"#));
+        // Balanced braces: one object with two nested ones and a room.
+        assert_eq!(json.matches('{').count(), 4);
+        assert_eq!(json.matches('}').count(), 4);
     }
 
     #[test]
@@ -316,6 +365,7 @@ mod tests {
             open: 0,
             connections: 0,
             subscribers: 0,
+            rooms_json: "[]".to_string(),
             total: Stats {
                 messages_in: 9,
                 ..Stats::default()

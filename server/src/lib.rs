@@ -4,8 +4,9 @@
 //! [`wsreactor`] library: the library itself holds no demo code and does not depend on
 //! `clap` or `signal-hook`.
 //!
-//! - [`app`]: the [`Handler`](wsreactor::Handler): echo, the `/stats` push, HTTP answered
-//!   from [`static_files`];
+//! - [`app`]: the [`Handler`](wsreactor::Handler): echo, rooms, the `/stats` push, HTTP
+//!   answered from [`static_files`];
+//! - [`rooms`]: `/room/NAME` joins a topic; member counts;
 //! - [`static_files`]: request target → bytes, from the page built into the binary (`web/`)
 //!   or a folder given at run time;
 //! - `main.rs` (the binary): command line, signals, start/stop logging.
@@ -13,4 +14,5 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod app;
+pub mod rooms;
 pub mod static_files;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::{Config, Server};
+use wsreactor::{Config, Server, SlowSubscriber};
 use wsreactor_server::app::{self, App};
 use wsreactor_server::static_files::StaticFiles;
 
@@ -87,6 +87,45 @@ struct Args {
     /// echo whole messages).
     #[arg(long, value_name = "BYTES", default_value_t = app::DEFAULT_STREAM_FROM)]
     stream_from: u64,
+    /// A room member's (topic subscriber's) unwritten output, in bytes, above which a message
+    /// published to it is not queued (see --slow-subscriber).
+    #[arg(long, default_value_t = Config::default().max_subscriber_backlog)]
+    max_subscriber_backlog: usize,
+    /// What a subscriber over --max-subscriber-backlog gets: `close` (1008, nothing after it)
+    /// or `drop` (it misses those messages).
+    #[arg(long, value_enum, default_value_t = SlowPolicy::from(Config::default().slow_subscriber))]
+    slow_subscriber: SlowPolicy,
+    /// Longest topic (room) name in bytes.
+    #[arg(long, default_value_t = Config::default().max_topic_name)]
+    max_topic_name: usize,
+    /// Most topics one connection subscribes to.
+    #[arg(long, default_value_t = Config::default().max_topics_per_connection)]
+    max_topics_per_connection: usize,
+}
+
+/// `--slow-subscriber`, as the command line spells [`SlowSubscriber`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SlowPolicy {
+    Close,
+    Drop,
+}
+
+impl From<SlowSubscriber> for SlowPolicy {
+    fn from(policy: SlowSubscriber) -> Self {
+        match policy {
+            SlowSubscriber::Close => SlowPolicy::Close,
+            SlowSubscriber::Drop => SlowPolicy::Drop,
+        }
+    }
+}
+
+impl From<SlowPolicy> for SlowSubscriber {
+    fn from(policy: SlowPolicy) -> Self {
+        match policy {
+            SlowPolicy::Close => SlowSubscriber::Close,
+            SlowPolicy::Drop => SlowSubscriber::Drop,
+        }
+    }
 }
 
 impl Args {
@@ -115,6 +154,10 @@ impl Args {
             // Not an option: the library's default. Every field is listed (no `..`), so a new
             // one in `Config` is a compile error here until it gets an option or a line.
             abort_on_panic: Config::default().abort_on_panic,
+            max_subscriber_backlog: self.max_subscriber_backlog,
+            slow_subscriber: self.slow_subscriber.into(),
+            max_topic_name: self.max_topic_name,
+            max_topics_per_connection: self.max_topics_per_connection,
         }
     }
 }

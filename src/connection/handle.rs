@@ -16,7 +16,9 @@ impl Connection {
         env: &mut Env<'_, H>,
         callback: impl FnOnce(&mut H, &mut Conn<'_>),
     ) {
-        let ctx = Ctx::new(env.peers, env.pool, env.config, env.stats, env.now);
+        let ctx = Ctx::new(
+            env.peers, env.pool, env.config, env.stats, env.topics, env.now,
+        );
         let mut conn = Conn::new(env.id, self, ctx, env.direct);
         let handler = &mut *env.handler;
         let outcome = catch_unwind(AssertUnwindSafe(|| callback(handler, &mut conn)));
@@ -124,6 +126,11 @@ impl<'a> Conn<'a> {
         &mut self.ctx
     }
 
+    /// This connection's state machine and the context, borrowed apart.
+    pub(crate) fn split_for_publish(&mut self) -> (&mut Connection, &mut Ctx<'a>) {
+        (self.conn, &mut self.ctx)
+    }
+
     /// Sends a ping (payload truncated to 125 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
         let len = payload.len().min(MAX_CONTROL_PAYLOAD);
@@ -211,11 +218,12 @@ fn message_frame(message: Message<'_>) -> (OpCode, &[u8]) {
 /// `Conn`, not through its `Ctx`.
 pub struct Ctx<'a> {
     /// `None` inside a handle from [`Ctx::conn`]: that handle reaches its own connection only.
-    peers: Option<&'a mut dyn Peers>,
-    pool: &'a mut BusyPool,
-    config: &'a Config,
-    stats: &'a mut Stats,
-    now: u64,
+    pub(crate) peers: Option<&'a mut dyn Peers>,
+    pub(crate) pool: &'a mut BusyPool,
+    pub(crate) config: &'a Config,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) topics: &'a mut Topics,
+    pub(crate) now: u64,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -243,6 +251,7 @@ impl<'a> Ctx<'a> {
         pool: &'a mut BusyPool,
         config: &'a Config,
         stats: &'a mut Stats,
+        topics: &'a mut Topics,
         now: u64,
     ) -> Self {
         Ctx {
@@ -250,6 +259,7 @@ impl<'a> Ctx<'a> {
             pool,
             config,
             stats,
+            topics,
             now,
         }
     }
@@ -263,6 +273,7 @@ impl<'a> Ctx<'a> {
             pool: &mut *self.pool,
             config: self.config,
             stats: &mut *self.stats,
+            topics: &mut *self.topics,
             now: self.now,
         };
         Some(Conn::new(id, conn, ctx, None))

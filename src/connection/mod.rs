@@ -37,6 +37,8 @@ use crate::handshake::{self, Refusal, Request, Verdict};
 use crate::http;
 use crate::mask::apply_mask;
 use crate::stats::Stats;
+use crate::topics::publish::{admit, Delivery, Reach, SLOW_CLOSE};
+use crate::topics::Topics;
 use crate::utf8;
 
 mod assembler;
@@ -82,7 +84,8 @@ const PARTS_OUT: u16 = 64;
 /// The frame being handled ends the bytes of the current read, so a reply to it shares no
 /// write with replies to later frames (see `sender::DIRECT_WRITE_ALONE_MIN`).
 const ENDS_READ: u16 = 128;
-/// The connection was dropped because its backlog reached `max_backlog`.
+/// The connection was dropped because its backlog reached `max_backlog`, or closed because as
+/// a subscriber it passed `max_subscriber_backlog`.
 const BACKLOG_DROPPED: u16 = 256;
 
 /// A WebSocket connection's protocol state. Idle, it is a few words: every buffer lives in an
@@ -104,6 +107,7 @@ pub(crate) struct Shared<H> {
     pub config: Config,
     pub pool: BusyPool,
     pub stats: Stats,
+    pub topics: Topics,
     /// Milliseconds since the reactor started.
     pub now: u64,
 }
@@ -115,6 +119,7 @@ impl<H> Shared<H> {
             config,
             pool: BusyPool::default(),
             stats: Stats::default(),
+            topics: Topics::default(),
             now: 0,
         }
     }
@@ -132,6 +137,7 @@ impl<H> Shared<H> {
             config: &self.config,
             pool: &mut self.pool,
             stats: &mut self.stats,
+            topics: &mut self.topics,
             now: self.now,
             id,
             direct,
@@ -147,6 +153,7 @@ impl<H> Shared<H> {
             &mut self.pool,
             &self.config,
             &mut self.stats,
+            &mut self.topics,
             self.now,
         );
         (&mut self.handler, ctx)
@@ -159,6 +166,7 @@ pub(crate) struct Env<'a, H> {
     pub config: &'a Config,
     pub pool: &'a mut BusyPool,
     pub stats: &'a mut Stats,
+    pub topics: &'a mut Topics,
     /// Milliseconds since the reactor started.
     pub now: u64,
     pub id: ConnId,
@@ -176,6 +184,11 @@ pub(crate) trait Peers {
     /// The connection `id`, if it still exists (a stale id finds nothing). The reactor writes
     /// what is queued to it at the end of the loop turn.
     fn peer(&mut self, id: ConnId) -> Option<&mut Connection>;
+    /// Writes what connection `id` has queued now, as far as its socket takes it, instead of
+    /// at the end of the loop turn: a subscriber about to pass its limit under a batch of
+    /// publishes is given the chance a reader that keeps up deserves. Returns the bytes
+    /// written; a failed write is left for the turn's flush to meet again.
+    fn write_now(&mut self, id: ConnId, pool: &mut BusyPool, stats: &mut Stats) -> usize;
     /// TCP connections held, in any state.
     fn connection_count(&self) -> usize;
     /// Open WebSocket connections.
@@ -189,6 +202,9 @@ pub(crate) struct NoPeers;
 impl Peers for NoPeers {
     fn peer(&mut self, _id: ConnId) -> Option<&mut Connection> {
         None
+    }
+    fn write_now(&mut self, _id: ConnId, _pool: &mut BusyPool, _stats: &mut Stats) -> usize {
+        0
     }
     fn connection_count(&self) -> usize {
         0
@@ -264,15 +280,29 @@ impl Connection {
     /// below the low-water mark after backpressure: reading resumes, and the reactor then
     /// calls [`drained`](Self::drained). Needs no handler, so a write costs no call.
     pub(crate) fn wrote(&mut self, n: usize, config: &Config, pool: &mut BusyPool) -> bool {
+        self.consume_output(n, pool);
+        self.resume_if_drained(config)
+    }
+
+    /// Records that `n` bytes of output were written, outside the reactor's flush (an early
+    /// write of a subscriber's backlog during a publish): reading is not resumed here, but at
+    /// the connection's next flush ([`resume_if_drained`](Self::resume_if_drained)).
+    pub(crate) fn consume_output(&mut self, n: usize, pool: &mut BusyPool) {
         if let Some(busy) = self.busy.as_mut() {
             busy.out.consume(n);
         }
+        self.release_if_idle(pool);
+    }
+
+    /// Resumes reading if it was paused and the backlog is below the low-water mark; true if
+    /// it did (the reactor then calls [`drained`](Self::drained)).
+    #[inline]
+    pub(crate) fn resume_if_drained(&mut self, config: &Config) -> bool {
         let resumed =
             self.flags & READ_PAUSED != 0 && self.pending_output() <= config.backlog_low_water;
         if resumed {
             self.flags &= !READ_PAUSED;
         }
-        self.release_if_idle(pool);
         resumed
     }
 
@@ -394,7 +424,11 @@ impl Connection {
                 reason,
                 cause,
             };
-            let mut ctx = Ctx::new(env.peers, env.pool, env.config, env.stats, env.now);
+            // A closing connection has left its topics before its handler hears of it.
+            env.topics.leave_all(id);
+            let mut ctx = Ctx::new(
+                env.peers, env.pool, env.config, env.stats, env.topics, env.now,
+            );
             let handler = &mut *env.handler;
             let outcome = catch_unwind(AssertUnwindSafe(|| handler.on_close(&mut ctx, id, close)));
             if outcome.is_err() {

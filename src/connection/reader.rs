@@ -483,7 +483,9 @@ impl Connection {
             };
             self.queue_frame(OpCode::Close, echo, env.pool);
         }
-        let cause = if self.state == State::Closing {
+        let cause = if self.flags & BACKLOG_DROPPED != 0 {
+            CloseCause::Backlog // closed as a slow subscriber
+        } else if self.state == State::Closing {
             CloseCause::Local // the peer answered the close we sent
         } else {
             CloseCause::Peer

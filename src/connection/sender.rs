@@ -143,6 +143,33 @@ impl Connection {
         }
     }
 
+    /// Queues a published frame (encoded once for every subscriber) under the slow-subscriber
+    /// policy: skipped if the connection is not open or is sending a message in parts (a
+    /// whole message cannot go between its fragments), dropped or closed with 1008 if it
+    /// would pass `max_subscriber_backlog`.
+    pub(crate) fn send_published(&mut self, frame: &[u8], reach: &mut Reach<'_>) -> Delivery {
+        if self.state != State::Open || self.flags & PARTS_OUT != 0 {
+            return Delivery::Skipped;
+        }
+        let pending = self.pending_output();
+        if let Some(refused) = admit(pending, frame.len(), reach.config, reach.stats) {
+            if matches!(refused, Delivery::Closed) {
+                let (code, reason) = SLOW_CLOSE;
+                self.send_close(code, reason, reach.pool, reach.config);
+                self.deadline = reach.now + ms(reach.config.close_timeout);
+                self.flags |= BACKLOG_DROPPED;
+            }
+            return refused;
+        }
+        reach.stats.messages_out += 1;
+        let out = &mut self.busy_mut(reach.pool).out;
+        out.extend(frame);
+        if out.len() > reach.config.backlog_high_water {
+            self.pause_reading();
+        }
+        Delivery::Delivered
+    }
+
     /// The peer is not reading: give up on it rather than grow without bound.
     #[cold]
     pub(super) fn drop_for_backlog(&mut self, stats: &mut Stats) -> SendStatus {

@@ -157,13 +157,15 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        if resumed && !slot.queued {
-            slot.queued = true;
-            ready.push(key);
-        }
         if slot.handshaking && !conn.is_handshaking() {
             slot.handshaking = false;
             *pending_handshakes -= 1;
+        }
+        // An early write during a publish may have drained it without resuming it.
+        resumed = resumed || conn.resume_if_drained(&shared.config);
+        if resumed && !slot.queued {
+            slot.queued = true;
+            ready.push(key);
         }
         let mut done = conn.is_done();
         if failed || resumed {

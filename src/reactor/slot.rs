@@ -6,6 +6,7 @@
 //! for beyond its socket and state machine.
 
 use super::*;
+use crate::buffers::BusyPool;
 
 /// A connection's slab entry: its transport next to its state machine.
 ///
@@ -81,6 +82,40 @@ impl Peers for SlabPeers<'_> {
         // this slot's connection, which is not the lent one, and the `&mut self` borrow keeps
         // this reference the only one handed out.
         Some(unsafe { &mut *slot.conn.get() })
+    }
+
+    fn write_now(&mut self, id: ConnId, pool: &mut BusyPool, stats: &mut Stats) -> usize {
+        let key = id.key as usize;
+        if self.lent == Some(key) {
+            return 0;
+        }
+        let Some(slot) = self.slots.get(key) else {
+            return 0;
+        };
+        if slot.generation != id.generation {
+            return 0;
+        }
+        // SAFETY: as in `peer`: not the lent slot, and `&mut self` keeps these the only
+        // references to this slot's cells while they live.
+        let (conn, transport) = unsafe { (&mut *slot.conn.get(), &mut *slot.transport.get()) };
+        let mut written = 0;
+        while conn.pending_output() > 0 {
+            let pending = conn.output();
+            let total = pending.len();
+            match transport.write(pending) {
+                Ok(n) => {
+                    stats.bytes_out += n as u64;
+                    conn.consume_output(n, pool);
+                    written += n;
+                    if n < total {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        written
     }
 
     fn connection_count(&self) -> usize {

@@ -1,0 +1,91 @@
+//! Rooms: a WebSocket opened on `/room/NAME` joins the topic `NAME`, and every message from a
+//! member is published unchanged to every member, the sender included.
+//!
+//! Owns the path rule (which names are rooms) and the member counts the stats push shows.
+//! Delivery is the library's topics ([`wsreactor::Conn::publish`]): this module never sends
+//! to a connection itself.
+
+use std::collections::HashMap;
+
+use wsreactor::ConnId;
+
+/// The path prefix of a room.
+pub const ROOM_PREFIX: &str = "/room/";
+
+/// Longest room name: short enough for a page's title, far below the library's topic limit.
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// The room a request target names, if it is one: `/room/NAME` (query and fragment ignored),
+/// NAME of 1 to [`MAX_ROOM_NAME`] letters, digits, `-`, `_` or `.`. Anything else is not a
+/// room (so it is refused with 403 rather than mistaken for the echo).
+pub fn room_name(target: &str) -> Option<Result<&str, ()>> {
+    let end = target.find(['?', '#']).unwrap_or(target.len());
+    let name = target[..end].strip_prefix(ROOM_PREFIX)?;
+    let valid = !name.is_empty()
+        && name.len() <= MAX_ROOM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    Some(if valid { Ok(name) } else { Err(()) })
+}
+
+/// Who is in which room, for the member counts.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    member_of: HashMap<ConnId, Box<str>>,
+    members: HashMap<Box<str>, usize>,
+}
+
+impl Rooms {
+    /// `id` joined `room`.
+    pub fn join(&mut self, id: ConnId, room: &str) {
+        self.member_of.insert(id, room.into());
+        *self.members.entry(room.into()).or_default() += 1;
+    }
+
+    /// `id` left (it closed); nothing if it was in no room.
+    pub fn leave(&mut self, id: ConnId) {
+        let Some(room) = self.member_of.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.members.get_mut(&room) {
+            *count -= 1;
+            if *count == 0 {
+                self.members.remove(&room);
+            }
+        }
+    }
+
+    /// The room `id` is in.
+    pub fn room_of(&self, id: ConnId) -> Option<&str> {
+        self.member_of.get(&id).map(|r| &**r)
+    }
+
+    /// Up to `most` rooms with the most members (ties by name), for the stats push.
+    pub fn largest(&self, most: usize) -> Vec<(&str, usize)> {
+        let mut rooms: Vec<(&str, usize)> = self.members.iter().map(|(r, &n)| (&**r, n)).collect();
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        rooms.truncate(most);
+        rooms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_short_plain_segments() {
+        assert_eq!(room_name("/room/lobby"), Some(Ok("lobby")));
+        assert_eq!(room_name("/room/a-b_c.1?x=1"), Some(Ok("a-b_c.1")));
+        assert_eq!(room_name("/room/"), Some(Err(())));
+        assert_eq!(room_name("/room/a/b"), Some(Err(())));
+        assert_eq!(room_name("/room/%20"), Some(Err(())));
+        assert_eq!(
+            room_name(&format!("/room/{}", "x".repeat(65))),
+            Some(Err(()))
+        );
+        assert_eq!(room_name("/stats"), None);
+        assert_eq!(room_name("/"), None);
+    }
+}
