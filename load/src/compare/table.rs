@@ -455,6 +455,7 @@ mod tests {
             connected: 100,
             size: 20,
             kind: "binary".into(),
+            mix: Vec::new(),
             pipeline: 1,
             rate: None,
             warmup_s: 1.0,
