@@ -1,4 +1,4 @@
-//! Command line of the `load` binary: parses arguments and hands off to the library's
+//! Command line of the `wsrload` binary: parses arguments and hands off to the library's
 //! workloads and comparison harness. Exit status 0 on a clean run, 1 on failure to run, 2 when
 //! the run completed with errors (mismatched echoes, lost messages, failed connections).
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
-    name = "load",
+    name = "wsrload",
     version,
     about = "Load generator and comparison harness for wsreactor"
 )]
@@ -171,7 +171,7 @@ fn echo_config(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> EchoCon
     }
 }
 
-/// Writes to stdout; a closed pipe (`load ... | head`) is not an error.
+/// Writes to stdout; a closed pipe (`wsrload ... | head`) is not an error.
 fn out(text: &str) {
     use std::io::Write as _;
     let _ = std::io::stdout().write_all(text.as_bytes());
@@ -217,7 +217,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {
-            eprintln!("load: {e}");
+            eprintln!("wsrload: {e}");
             ExitCode::FAILURE
         }
     }
