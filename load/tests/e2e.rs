@@ -71,7 +71,7 @@ fn start(name: &str) -> Peer {
 }
 
 fn start_bin(bin: &std::path::Path) -> Peer {
-    let mut child = Command::new(&bin)
+    let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

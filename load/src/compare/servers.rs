@@ -321,12 +321,7 @@ pub fn target_dir(root: &Path) -> Result<PathBuf, String> {
 
 /// Builds the built-in binaries the list needs (`cargo build --release`).
 pub fn build_builtins(root: &Path, servers: &[Server]) -> Result<(), String> {
-    let needs = |f: &dyn Fn(&str) -> bool| {
-        servers
-            .iter()
-            .filter_map(Server::builtin_binary)
-            .any(|b| f(b))
-    };
+    let needs = |f: &dyn Fn(&str) -> bool| servers.iter().filter_map(Server::builtin_binary).any(f);
     if needs(&|b| b == "wsreactor") {
         cargo_build(root, &["-p", "wsreactor-server", "--bin", "wsreactor"])?;
     }
