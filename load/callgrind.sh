@@ -6,14 +6,14 @@
 # start-up, handshakes and shutdown: what remains is the steady-state cost of one message.
 #
 # Usage: load/callgrind.sh [SERVER_BIN...]   (default: target/release/wsreactor and
-#        target/release/peer-fastwebsockets; build them, and target/release/load, with
+#        target/release/peer-fastwebsockets; build them, and target/release/wsrload, with
 #        `cargo build --release -p wsreactor-server -p load -p peers`)
 # Traffic goes to 127.0.0.1 only; each run stops by itself.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-load=target/release/load
+load=target/release/wsrload
 short=4
 long=8
 work=$(mktemp -d)

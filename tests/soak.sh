@@ -11,8 +11,8 @@
 # SOAK_PORT (default 19301), SOAK_RSS_SLACK_KIB (allowed growth, default 8192),
 # CARGO_TARGET_DIR (as for cargo), SOAK_NO_BUILD=1 to use existing binaries.
 #
-# The load generator sends one size and one kind per process, so the mix is made of five
-# concurrent `load echo` processes, each with its share of the connections and a fixed rate.
+# One `wsrload echo` process carries the whole mix: each message draws its size and kind by
+# weight (sizes weighted by their share of messages per second, half text, half binary).
 # Only processes started here are signalled, by PID.
 set -euo pipefail
 
@@ -28,18 +28,17 @@ log() { printf 'soak: %s\n' "$*" >&2; }
 
 if [[ ${SOAK_NO_BUILD:-0} != 1 ]]; then
     log "building release binaries"
-    (cd "$root" && cargo build --release -q -p wsreactor-server -p load)
+    (cd "$root" && cargo build --release -q -p wsreactor-server -p load --bin wsreactor --bin wsrload)
 fi
 server_bin=$target/release/wsreactor
-load_bin=$target/release/load
+load_bin=$target/release/wsrload
 
-pids=()
+load_pid=
 server_pid=
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
+    if [[ -n $load_pid ]]; then
+        kill "$load_pid" 2>/dev/null || true
+    fi
     if [[ -n $server_pid ]]; then
         kill "$server_pid" 2>/dev/null || true
     fi
@@ -57,70 +56,54 @@ kill -0 "$server_pid"
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
 
-# Groups: share of connections (per mille), size, kind, total messages per second.
-groups=(
-    "400 0 text 4000"
-    "300 125 binary 4000"
-    "190 4KiB text 2000"
-    "100 64KiB binary 400"
-    "10 1MiB binary 20"
-)
-# Warm-up covers connecting (load opens up to 10,000 connections per second).
+# The mix: sizes weighted by messages per second (they sum to the rate), half text, half
+# binary. 1 MiB messages are 20 of the 10,420 per second.
+sizes=0:4000,125:4000,4KiB:2000,64KiB:400,1MiB:20
+kinds=text:50,binary:50
+rate=10420
+# Warm-up covers connecting (wsrload opens up to 10,000 connections per second).
 warmup=$((3 + connections / 2000))
-i=0
-for g in "${groups[@]}"; do
-    read -r share size kind rate <<<"$g"
-    n=$((connections * share / 1000))
-    ((n > 0)) || n=1
-    "$load_bin" echo "ws://127.0.0.1:$port/" -c "$n" -s "$size" -k "$kind" --rate "$rate" \
-        --warmup "$warmup" -d "$seconds" --json -q >"$out/load-$i.json" 2>"$out/load-$i.err" &
-    pids+=($!)
-    log "group $i: $n connections, $size $kind, $rate msg/s"
-    i=$((i + 1))
-done
+"$load_bin" echo "ws://127.0.0.1:$port/" -c "$connections" --sizes "$sizes" --kinds "$kinds" \
+    --rate "$rate" --warmup "$warmup" -d "$seconds" --json -q >"$out/load.json" 2>"$out/load.err" &
+load_pid=$!
+log "$connections connections, sizes $sizes, kinds $kinds, $rate msg/s"
 
 # Sample the server's RSS once a second while the loads run.
 : >"$out/rss"
 start=$SECONDS
-while true; do
-    running=0
-    for pid in "${pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then running=1; fi
-    done
-    ((running)) || break
+while kill -0 "$load_pid" 2>/dev/null; do
     echo "$((SECONDS - start)) $(rss_kib)" >>"$out/rss"
     sleep 1
 done
 
 failed=0
-for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
-        log "load group $i exited with an error: $(cat "$out/load-$i.err")"
-        failed=1
-    fi
-done
-pids=()
+if ! wait "$load_pid"; then
+    log "wsrload exited with an error: $(cat "$out/load.err")"
+    failed=1
+fi
+load_pid=
 
+f=$out/load.json
 total_messages=0
 total_errors=0
 total_connected=0
-for i in "${!groups[@]}"; do
-    f=$out/load-$i.json
-    if [[ ! -s $f ]]; then
-        log "group $i wrote no report"
+if [[ -s $f ]]; then
+    total_messages=$(jq '.messages' "$f")
+    total_errors=$(jq '.error_total' "$f")
+    total_connected=$(jq '.connected' "$f")
+    log "errors: $(jq -c '.errors' "$f")"
+    jq -r '.mix[] | "  \(.size) B \(.kind): \(.messages) echoes checked"' "$f" >&2
+    # Every shape of the mix must have been sent and echoed intact.
+    unseen=$(jq '[.mix[] | select(.messages == 0)] | length' "$f")
+    if ((unseen != 0)); then
+        log "$unseen shape(s) of the mix saw no echo"
         failed=1
-        continue
     fi
-    m=$(jq '.messages' "$f")
-    e=$(jq '.error_total' "$f")
-    c=$(jq '.connected' "$f")
-    want=$(jq '.connections' "$f")
-    total_messages=$((total_messages + m))
-    total_errors=$((total_errors + e))
-    total_connected=$((total_connected + c))
-    log "group $i: $(jq -r '"\(.connected)/\(.connections) connected, \(.size) B \(.kind), \(.messages) messages, errors \(.errors)"' "$f")"
-    if ((e != 0 || c != want)); then failed=1; fi
-done
+    if ((total_errors != 0 || total_connected != connections)); then failed=1; fi
+else
+    log "wsrload wrote no report"
+    failed=1
+fi
 
 # RSS: after connecting (first sample past the warm-up), the baseline (lowest sample) of the
 # second quarter and of the last quarter of the run, and the peak. In-flight 1 MiB messages

@@ -1,11 +1,10 @@
-//! Command line of the `load` binary: parses arguments and hands off to the library's
+//! Command line of the `wsrload` binary: parses arguments and hands off to the library's
 //! workloads and comparison harness. Exit status 0 on a clean run, 1 on failure to run, 2 when
 //! the run completed with errors (mismatched echoes, lost messages, failed connections).
 
 use clap::{Args, Parser, Subcommand};
 use load::engine::Mode;
-use load::payload::Kind;
-use load::units::{parse_secs, parse_size};
+use load::units::{parse_kind_mix, parse_rate, parse_secs, parse_size_mix, KindMix, SizeMix};
 use load::workloads::{self, ConnectionsConfig, EchoConfig};
 use load::{compare, report};
 use std::process::ExitCode;
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
-    name = "load",
+    name = "wsrload",
     version,
     about = "Load generator and comparison harness for wsreactor"
 )]
@@ -39,14 +38,16 @@ struct Traffic {
     /// Connections.
     #[arg(short = 'c', long, default_value_t = 100)]
     connections: usize,
-    /// Message size (bytes, or with K/KiB/M/MiB), 0 to 16 MiB.
-    #[arg(short = 's', long, default_value = "20", value_parser = parse_size)]
-    size: usize,
+    /// Message size (bytes, or with K/KiB/M/MiB), 0 to 16 MiB; or a weighted mix of sizes,
+    /// SIZE:WEIGHT,… (e.g. 20:80,1KiB:15,64KiB:5: 80 % of messages are 20 B).
+    #[arg(short = 's', long = "sizes", visible_alias = "size", default_value = "20", value_parser = parse_size_mix)]
+    sizes: SizeMix,
     /// Messages in flight per connection.
     #[arg(short = 'p', long, default_value_t = 1)]
     pipeline: usize,
-    /// Fixed total rate in messages per second (default: as fast as echoes come back).
-    #[arg(long)]
+    /// Fixed total rate in messages per second, e.g. 5000 or 5000/s (default: as fast as
+    /// echoes come back).
+    #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
     /// Warm-up before the measured window, seconds.
     #[arg(long, default_value = "1", value_parser = parse_secs)]
@@ -54,8 +55,8 @@ struct Traffic {
     /// Measured window, seconds.
     #[arg(short = 'd', long, default_value = "5", value_parser = parse_secs)]
     duration: Duration,
-    /// New connections per second while connecting (0: unlimited).
-    #[arg(long, default_value_t = 10_000.0)]
+    /// New connections per second while connecting, e.g. 500/s (0: unlimited).
+    #[arg(long, default_value = "10000/s", value_parser = parse_rate)]
     connect_rate: f64,
     /// Most connection attempts in progress at once.
     #[arg(long, default_value_t = 128)]
@@ -107,9 +108,9 @@ impl Output {
 struct EchoArgs {
     /// ws://127.0.0.1:PORT/PATH
     url: String,
-    /// Message type.
-    #[arg(short = 'k', long, value_enum, default_value_t = Kind::Binary)]
-    kind: Kind,
+    /// Message type: text, binary, mixed (half each), or weighted, e.g. text:30,binary:70.
+    #[arg(short = 'k', long = "kinds", visible_alias = "kind", default_value = "binary", value_parser = parse_kind_mix)]
+    kinds: KindMix,
     #[command(flatten)]
     t: Traffic,
 }
@@ -129,8 +130,8 @@ struct ConnArgs {
     /// Idle connections to open and hold (at most 19,500).
     #[arg(short = 'n', long, default_value_t = 10_000)]
     connections: usize,
-    /// New connections per second (0: unlimited, bounded by --max-pending).
-    #[arg(long, default_value_t = 0.0)]
+    /// New connections per second, e.g. 500/s (0: unlimited, bounded by --max-pending).
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
     connect_rate: f64,
     /// Most connection attempts in progress at once.
     #[arg(long, default_value_t = 128)]
@@ -151,13 +152,13 @@ struct ConnArgs {
     out: Output,
 }
 
-fn echo_config(mode: Mode, url: String, kind: Kind, t: &Traffic) -> EchoConfig {
+fn echo_config(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> EchoConfig {
     EchoConfig {
         mode,
         url,
         connections: t.connections,
-        size: t.size,
-        kind,
+        sizes: t.sizes.0.clone(),
+        kinds: kinds.0.clone(),
         pipeline: t.pipeline,
         rate: t.rate,
         warmup: t.warmup,
@@ -170,23 +171,28 @@ fn echo_config(mode: Mode, url: String, kind: Kind, t: &Traffic) -> EchoConfig {
     }
 }
 
-/// Writes to stdout; a closed pipe (`load ... | head`) is not an error.
+/// Writes to stdout; a closed pipe (`wsrload ... | head`) is not an error.
 fn out(text: &str) {
     use std::io::Write as _;
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 /// Runs the `echo` or `raw` workload and prints its report.
-fn echo(mode: Mode, url: String, kind: Kind, t: &Traffic) -> Result<bool, String> {
-    let r = workloads::run_echo(&echo_config(mode, url, kind, t))?;
+fn echo(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> Result<bool, String> {
+    let r = workloads::run_echo(&echo_config(mode, url, kinds, t))?;
     t.out.print(&r, report::echo_summary)?;
     Ok(r.error_total == 0)
 }
 
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.cmd {
-        Cmd::Echo(a) => echo(Mode::WebSocket, a.url, a.kind, &a.t),
-        Cmd::Raw(a) => echo(Mode::Raw, a.url, Kind::Binary, &a.t),
+        Cmd::Echo(a) => echo(Mode::WebSocket, a.url, &a.kinds, &a.t),
+        Cmd::Raw(a) => echo(
+            Mode::Raw,
+            a.url,
+            &KindMix(vec![(load::payload::Kind::Binary, 1)]),
+            &a.t,
+        ),
         Cmd::Connections(a) => {
             let r = workloads::run_connections(&ConnectionsConfig {
                 url: a.url,
@@ -211,7 +217,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {
-            eprintln!("load: {e}");
+            eprintln!("wsrload: {e}");
             ExitCode::FAILURE
         }
     }

@@ -2,7 +2,8 @@
 //! in ASCII hex, up to 8 bytes) followed by a body shared by all messages of a run, so a
 //! reordered, duplicated or corrupted echo is caught without storing each message. Text bodies
 //! are valid UTF-8 with multi-byte characters whenever the size allows; binary bodies are
-//! pseudo-random bytes (not valid UTF-8).
+//! pseudo-random bytes (not valid UTF-8). A [`Mix`] is a weighted set of such shapes: each
+//! message picks one, and its echo is checked against the shape it was sent with.
 
 use serde::Serialize;
 
@@ -142,6 +143,85 @@ impl Payload {
     }
 }
 
+/// One shape of a mix and its weight.
+#[derive(Debug, Clone)]
+pub struct MixEntry {
+    /// Size and kind of the messages.
+    pub payload: Payload,
+    /// Relative share of the messages sent.
+    pub weight: u32,
+}
+
+/// A weighted set of message shapes (sizes × kinds); a single shape is a mix of one.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    entries: Vec<MixEntry>,
+}
+
+impl Mix {
+    /// Messages of one size and kind.
+    pub fn single(size: usize, kind: Kind) -> Mix {
+        Mix {
+            entries: vec![MixEntry {
+                payload: Payload::new(size, kind),
+                weight: 1,
+            }],
+        }
+    }
+
+    /// Every size with every kind; a pair's weight is the product of the two weights, so sizes
+    /// and kinds are drawn independently. Zero weights drop the entry; at least one must stay.
+    pub fn new(sizes: &[(usize, u32)], kinds: &[(Kind, u32)]) -> Result<Mix, String> {
+        let mut entries = Vec::new();
+        for &(size, ws) in sizes {
+            for &(kind, wk) in kinds {
+                let weight = ws
+                    .checked_mul(wk)
+                    .ok_or_else(|| "mix weights too large".to_string())?;
+                if weight > 0
+                    && !entries
+                        .iter()
+                        .any(|e: &MixEntry| e.payload.size() == size && e.payload.kind() == kind)
+                {
+                    entries.push(MixEntry {
+                        payload: Payload::new(size, kind),
+                        weight,
+                    });
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Err("the mix is empty (every weight is 0)".into());
+        }
+        if entries.len() > u16::MAX as usize {
+            return Err("too many shapes in the mix".into());
+        }
+        Ok(Mix { entries })
+    }
+
+    /// The shapes and their weights.
+    pub fn entries(&self) -> &[MixEntry] {
+        &self.entries
+    }
+    /// The largest message size.
+    pub fn max_size(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.payload.size())
+            .max()
+            .unwrap_or(0)
+    }
+    /// Expected message size, weighted.
+    pub fn mean_size(&self) -> f64 {
+        let w: f64 = self.entries.iter().map(|e| e.weight as f64).sum();
+        self.entries
+            .iter()
+            .map(|e| e.payload.size() as f64 * e.weight as f64)
+            .sum::<f64>()
+            / w.max(1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +268,22 @@ mod tests {
         let e = Payload::new(0, Kind::Binary);
         assert!(e.matches(0, 0, &[]));
         assert!(!e.matches(0, 0, b"x"));
+    }
+
+    #[test]
+    fn mixes_cross_sizes_and_kinds() {
+        let m = Mix::new(
+            &[(20, 80), (1024, 15), (0, 0)],
+            &[(Kind::Text, 1), (Kind::Binary, 3)],
+        )
+        .expect("mix");
+        let e = m.entries();
+        assert_eq!(e.len(), 4, "the 0-weight size is dropped");
+        assert_eq!((e[0].payload.size(), e[0].payload.kind()), (20, Kind::Text));
+        assert_eq!(e[1].weight, 240);
+        assert_eq!(m.max_size(), 1024);
+        assert!((m.mean_size() - (20.0 * 320.0 + 1024.0 * 60.0) / 380.0).abs() < 1e-9);
+        assert!(Mix::new(&[(20, 0)], &[(Kind::Text, 1)]).is_err());
     }
 
     #[test]

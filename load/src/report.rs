@@ -49,11 +49,12 @@ pub fn echo_summary(r: &EchoReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} {}: {}/{} connections, {} {} messages, pipeline {}{}",
+        "{} {}: {}/{} connections, {}{} {} messages, pipeline {}{}",
         r.workload,
         r.url,
         r.connected,
         r.connections,
+        if r.mix.len() > 1 { "up to " } else { "" },
         size_label(r.size),
         r.kind,
         r.pipeline,
@@ -61,6 +62,22 @@ pub fn echo_summary(r: &EchoReport) -> String {
             .map(|x| format!(", fixed rate {} msg/s", thousands(x)))
             .unwrap_or_default()
     );
+    if r.mix.len() > 1 {
+        let parts: Vec<String> = r
+            .mix
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {} ×{}: {}",
+                    size_label(m.size),
+                    m.kind,
+                    m.weight,
+                    thousands(m.messages as f64)
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "  mix        {}", parts.join(", "));
+    }
     let _ = writeln!(
         s,
         "  window     {:.2} s after {:.1} s warm-up",

@@ -4,7 +4,7 @@
 //! serialisable report; CPU and memory of the server are sampled from /proc at the window edges.
 
 use crate::engine::{auto_source_ips, Engine, EngineConfig, Mode, Target};
-use crate::payload::{Kind, Payload};
+use crate::payload::{Kind, Mix};
 use crate::progress::Progress;
 use crate::stats::{self, LatencySummary};
 use crate::sys;
@@ -28,10 +28,10 @@ pub struct EchoConfig {
     pub url: String,
     /// Connections.
     pub connections: usize,
-    /// Message size in bytes.
-    pub size: usize,
-    /// Text or binary (WebSocket only).
-    pub kind: Kind,
+    /// Message sizes in bytes, with weights (one size: every message has it).
+    pub sizes: Vec<(usize, u32)>,
+    /// Text or binary, with weights (WebSocket only; raw TCP ignores it).
+    pub kinds: Vec<(Kind, u32)>,
     /// Messages in flight per connection.
     pub pipeline: usize,
     /// Total fixed rate in messages per second, or as fast as echoes return.
@@ -63,10 +63,13 @@ pub struct EchoReport {
     pub connections: usize,
     /// Connections that opened.
     pub connected: usize,
-    /// Message size in bytes.
+    /// Message size in bytes (the largest, for a mix of sizes).
     pub size: usize,
-    /// "text", "binary" or "raw".
+    /// "text", "binary", "mixed" (a mix of both) or "raw".
     pub kind: String,
+    /// Echoes checked in the window per shape of the mix (one entry without a mix).
+    #[serde(default)]
+    pub mix: Vec<MixCount>,
     /// Messages in flight per connection.
     pub pipeline: usize,
     /// Fixed total rate, if any.
@@ -102,6 +105,29 @@ pub struct EchoReport {
     pub other_cpu_pct: Option<f64>,
     /// Which side was the limit.
     pub limit: String,
+}
+
+/// One shape of a mix and how many of its echoes came back intact in the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MixCount {
+    /// Message size in bytes.
+    pub size: usize,
+    /// "text", "binary" or "raw".
+    pub kind: String,
+    /// Relative weight asked for.
+    pub weight: u32,
+    /// Echoes received and checked in the window.
+    pub messages: u64,
+}
+
+impl EchoConfig {
+    /// The mix these settings describe (raw TCP: the sizes only).
+    pub fn mix(&self) -> Result<Mix, String> {
+        match self.mode {
+            Mode::WebSocket => Mix::new(&self.sizes, &self.kinds),
+            Mode::Raw => Mix::new(&self.sizes, &[(Kind::Binary, 1)]),
+        }
+    }
 }
 
 fn check_common(connections: usize, duration: Duration) -> Result<(), String> {
@@ -177,10 +203,11 @@ fn connect_phase(
 /// Runs the `echo` or `raw` workload.
 pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
     check_common(cfg.connections, cfg.duration)?;
-    if cfg.size > MAX_SIZE {
+    let mix = cfg.mix()?;
+    if mix.max_size() > MAX_SIZE {
         return Err(format!("size at most {MAX_SIZE} bytes"));
     }
-    if cfg.mode == Mode::Raw && cfg.size == 0 {
+    if cfg.mode == Mode::Raw && mix.entries().iter().any(|e| e.payload.size() == 0) {
         return Err("raw messages need at least 1 byte".into());
     }
     if cfg.pipeline == 0 {
@@ -196,7 +223,7 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
     let mut eng = Engine::new(EngineConfig {
         mode: cfg.mode,
         target,
-        payload: Payload::new(cfg.size, cfg.kind),
+        mix: mix.clone(),
         rate: cfg.rate,
         rate_connections: cfg.connections,
         source_ips,
@@ -267,8 +294,8 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
     // Drain: every message sent must come back.
     eng.stop_sending();
     bar.phase("draining", 0);
-    let drain_limit =
-        Duration::from_secs(3) + Duration::from_secs_f64((cfg.size * cfg.pipeline) as f64 / 50e6);
+    let drain_limit = Duration::from_secs(3)
+        + Duration::from_secs_f64((mix.max_size() * cfg.pipeline) as f64 / 50e6);
     let d0 = Instant::now();
     while eng.in_flight() > 0 && d0.elapsed() < drain_limit && eng.live() > 0 {
         eng.turn(Duration::from_millis(10))
@@ -305,11 +332,32 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
         url: cfg.url.clone(),
         connections: cfg.connections,
         connected,
-        size: cfg.size,
+        size: mix.max_size(),
         kind: match cfg.mode {
-            Mode::WebSocket => cfg.kind.name().into(),
+            Mode::WebSocket => {
+                let first = mix.entries()[0].payload.kind();
+                if mix.entries().iter().all(|e| e.payload.kind() == first) {
+                    first.name().into()
+                } else {
+                    "mixed".into()
+                }
+            }
             Mode::Raw => "raw".into(),
         },
+        mix: mix
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| MixCount {
+                size: e.payload.size(),
+                kind: match cfg.mode {
+                    Mode::WebSocket => e.payload.kind().name().into(),
+                    Mode::Raw => "raw".into(),
+                },
+                weight: e.weight,
+                messages: tally.recv_by_shape.get(i).copied().unwrap_or(0),
+            })
+            .collect(),
         pipeline: cfg.pipeline,
         rate: cfg.rate,
         warmup_s: cfg.warmup.as_secs_f64(),
@@ -410,7 +458,7 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
     let mut eng = Engine::new(EngineConfig {
         mode: Mode::WebSocket,
         target,
-        payload: Payload::new(64, Kind::Text),
+        mix: Mix::single(64, Kind::Text),
         rate: None,
         rate_connections: 1,
         source_ips,

@@ -1,6 +1,8 @@
-//! End-to-end: builds the `peers` crate's `peer-tungstenite` and `peer-raw` binaries (a no-op
-//! when they are fresh), starts them on ephemeral loopback ports, and runs tiny bounded echo,
-//! raw and connections workloads in-process against them, asserting zero errors.
+//! End-to-end: builds the `peers` crate's `peer-tungstenite` and `peer-raw` binaries and the
+//! real `wsreactor` server (a no-op when they are fresh), starts them on ephemeral loopback
+//! ports, and runs tiny bounded echo, raw and connections workloads in-process against them,
+//! a message mix against wsreactor, and `wsrload compare` with a peer given as
+//! `--server NAME=COMMAND`, asserting real counts and zero errors.
 
 use load::engine::Mode;
 use load::payload::Kind;
@@ -27,6 +29,20 @@ impl Drop for Peer {
 /// Builds (if needed) and returns the path of a `peers` binary in this test's target dir and
 /// profile.
 fn peer_binary(name: &str) -> PathBuf {
+    binary("peers", name)
+}
+
+/// This test's profile directory (target/<profile>).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("profile dir")
+        .to_path_buf()
+}
+
+/// Builds (if needed) binary `name` of `package` in this test's target dir and profile.
+fn binary(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/e2e-HASH
     let profile_dir = exe
@@ -37,28 +53,31 @@ fn peer_binary(name: &str) -> PathBuf {
     let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-q", "-p", "peers", "--bin", name])
+    cmd.args(["build", "-q", "-p", package, "--bin", name])
         .env("CARGO_TARGET_DIR", &target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if release {
         cmd.arg("--release");
     }
     let st = cmd.status().expect("run cargo build for the peers");
-    assert!(st.success(), "cargo build -p peers --bin {name} failed");
+    assert!(st.success(), "cargo build -p {package} --bin {name} failed");
     let p = profile_dir.join(name);
     assert!(p.exists(), "{} missing after build", p.display());
     p
 }
 
 fn start(name: &str) -> Peer {
-    let bin = peer_binary(name);
-    let mut child = Command::new(&bin)
+    start_bin(&peer_binary(name))
+}
+
+fn start_bin(bin: &std::path::Path) -> Peer {
+    let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start peer");
+        .expect("start server");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -86,8 +105,8 @@ fn echo_cfg(
         mode,
         url,
         connections: conns,
-        size,
-        kind,
+        sizes: vec![(size, 1)],
+        kinds: vec![(kind, 1)],
         pipeline: 4,
         rate: None,
         warmup: Duration::from_millis(200),
@@ -165,6 +184,116 @@ fn echo_raw_and_connections_against_real_peers() {
     .expect("raw run");
     assert_eq!(r.error_total, 0, "errors: {:?}", r.errors);
     assert!(r.messages > 0);
+}
+
+#[test]
+fn mix_against_the_real_server() {
+    let srv = start_bin(&binary("wsreactor-server", "wsreactor"));
+    let pid = srv.child.id() as i32;
+    let mut cfg = echo_cfg(
+        Mode::WebSocket,
+        format!("ws://{}/", srv.addr),
+        8,
+        0,
+        Kind::Text,
+        pid,
+    );
+    cfg.sizes = vec![(20, 80), (1024, 15), (64 * 1024, 5)];
+    cfg.kinds = vec![(Kind::Text, 50), (Kind::Binary, 50)];
+    let r = run_echo(&cfg).expect("mix run");
+    assert_eq!(r.error_total, 0, "errors: {:?}", r.errors);
+    assert_eq!(r.connected, 8);
+    assert_eq!(r.kind, "mixed");
+    assert_eq!(r.size, 64 * 1024, "the largest size");
+    assert_eq!(r.mix.len(), 6, "{:?}", r.mix);
+    for m in &r.mix {
+        assert!(
+            m.messages > 0,
+            "no {} B {} echo seen: {:?}",
+            m.size,
+            m.kind,
+            r.mix
+        );
+    }
+    assert_eq!(r.mix.iter().map(|m| m.messages).sum::<u64>(), r.messages);
+    // 80 % of messages are 20 B: allow wide noise, but the weights must show.
+    let small: u64 = r
+        .mix
+        .iter()
+        .filter(|m| m.size == 20)
+        .map(|m| m.messages)
+        .sum();
+    let share = small as f64 / r.messages as f64;
+    assert!((0.6..0.95).contains(&share), "20 B share {share}");
+    assert!(r.server_cpu_us_per_msg.is_some());
+
+    // A fixed rate keeps to it.
+    let mut cfg = echo_cfg(
+        Mode::WebSocket,
+        format!("ws://{}/", srv.addr),
+        4,
+        100,
+        Kind::Binary,
+        pid,
+    );
+    cfg.rate = Some(2000.0);
+    let r = run_echo(&cfg).expect("rated run");
+    assert_eq!(r.error_total, 0, "errors: {:?}", r.errors);
+    assert!(
+        (0.8..1.1).contains(&(r.msgs_per_s / 2000.0)),
+        "{}",
+        r.msgs_per_s
+    );
+}
+
+#[test]
+fn compare_with_a_server_given_on_the_command_line() {
+    let tung = peer_binary("peer-tungstenite");
+    binary("wsreactor-server", "wsreactor");
+    let out = std::env::temp_dir().join(format!("wsrload-e2e-{}", std::process::id()));
+    let o = Command::new(env!("CARGO_BIN_EXE_wsrload"))
+        .arg("compare")
+        .args(["--no-build", "--bin-dir"])
+        .arg(profile_dir())
+        .args(["--rounds", "1", "--duration", "0.5", "--warmup", "0.2"])
+        .args([
+            "--idle",
+            "0",
+            "--no-raw",
+            "--quiet",
+            "--servers",
+            "wsreactor",
+        ])
+        .arg("--server")
+        .arg(format!(
+            "tung={} --listen 127.0.0.1:{{port}}",
+            tung.display()
+        ))
+        .args(["--only", "100 x 20 B p16 binary", "--out-dir"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsrload compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "compare failed: {stderr}");
+    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["baseline"], "wsreactor");
+    let runs = v["echo"].as_array().expect("echo runs");
+    for name in ["wsreactor", "tung"] {
+        let run = runs
+            .iter()
+            .find(|r| r["server"] == name)
+            .unwrap_or_else(|| panic!("no run for {name}: {json}"));
+        let rep = &run["report"]["Ok"];
+        assert!(rep["messages"].as_u64().unwrap_or(0) > 0, "{name}: {run}");
+        assert_eq!(rep["error_total"], 0, "{name}: {run}");
+        assert!(rep["server_cpu_us_per_msg"].as_f64().is_some(), "{name}");
+    }
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert!(md.contains("| 100 x 20 B p16 binary | tung |"), "{md}");
+    assert!(md.contains("vs wsreactor"), "{md}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

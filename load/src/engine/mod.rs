@@ -4,420 +4,30 @@
 //! the turn, reads each readable socket into one shared scratch buffer until a short read, and
 //! checks every echo byte-exactly while it streams in. Workload drivers (`workloads`) move it
 //! through its phases; nothing here decides how long a run lasts.
+//!
+//! This module owns the poll loop, sockets and their registration; [`conn`] owns what one
+//! connection does with the bytes, [`target`] where they go.
 
-use crate::frame::{self, Event, FrameParser, MaskedBodies};
+mod conn;
+mod target;
+
+pub use conn::Tally;
+pub use target::{Mode, Target};
+
+use crate::frame::{FrameParser, MaskedBodies};
 use crate::handshake;
-use crate::payload::Payload;
-use crate::stats::Latency;
+use crate::payload::Mix;
+use conn::{xorshift, Conn, Ctx, Shape, State};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::io::{self, ErrorKind, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Size of the shared read buffer.
 const SCRATCH: usize = 256 * 1024;
-/// An out buffer larger than this is given back to the allocator once it is written.
-const KEEP_OUT_CAPACITY: usize = 1 << 20;
-
-/// WebSocket frames or plain bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// RFC 6455 over an HTTP upgrade.
-    WebSocket,
-    /// Plain TCP: messages are runs of bytes, echoed in order.
-    Raw,
-}
-
-/// Where to connect.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Resolved loopback address.
-    pub addr: SocketAddr,
-    /// Value of the `Host` header.
-    pub host: String,
-    /// Request path.
-    pub path: String,
-}
-
-impl Target {
-    /// Parses `ws://host:port/path` (or `tcp://host:port`, or a bare `host:port`). Only loopback
-    /// addresses are accepted: this tool never sends load anywhere else.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .unwrap_or(url);
-        if url.starts_with("wss://") {
-            return Err("wss:// is not supported".into());
-        }
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
-            .find(|a| a.is_ipv4())
-            .ok_or_else(|| format!("no IPv4 address for {hostport:?}"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "{addr} is not a loopback address; load is only sent to 127.0.0.0/8"
-            ));
-        }
-        Ok(Target {
-            addr,
-            host: hostport.to_string(),
-            path: path.to_string(),
-        })
-    }
-}
-
-/// Counts over the measured window.
-#[derive(Debug, Clone, Default)]
-pub struct Tally {
-    /// Messages queued for sending.
-    pub sent_msgs: u64,
-    /// Payload bytes queued for sending.
-    pub sent_bytes: u64,
-    /// Echoes received and checked.
-    pub recv_msgs: u64,
-    /// Payload bytes received.
-    pub recv_bytes: u64,
-    /// Round-trip times.
-    pub latency: Latency,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Connecting,
-    Handshaking,
-    Open,
-    Closing,
-}
-
-/// Per-connection state. An idle open connection holds no buffers.
-struct Conn {
-    idx: usize,
-    stream: TcpStream,
-    state: State,
-    out: Vec<u8>,
-    out_pos: usize,
-    dirty: bool,
-    /// Send times of the messages in flight, oldest first.
-    inflight: VecDeque<Instant>,
-    send_seq: u64,
-    recv_seq: u64,
-    recv_off: usize,
-    bad: bool,
-    parser: FrameParser,
-    hs_accept: String,
-    hs_buf: Vec<u8>,
-    depth: usize,
-    budget: Option<u64>,
-    next_due: Instant,
-}
-
-/// Everything the connections share, kept apart from them for the borrow checker.
-struct Ctx {
-    mode: Mode,
-    payload: Payload,
-    /// The payload's body pre-masked under a few keys (WebSocket mode).
-    masked: MaskedBodies,
-    rng: u64,
-    now: Instant,
-    sending: bool,
-    measuring: bool,
-    rate_interval: Option<Duration>,
-    tally: Tally,
-    errors: BTreeMap<String, u64>,
-    dirty: Vec<usize>,
-    completed_total: u64,
-    opened: usize,
-    last_open_at: Option<Instant>,
-}
-
-impl Ctx {
-    fn error(&mut self, kind: &str) {
-        *self.errors.entry(kind.to_string()).or_insert(0) += 1;
-    }
-    fn error_n(&mut self, kind: &str, n: u64) {
-        if n > 0 {
-            *self.errors.entry(kind.to_string()).or_insert(0) += n;
-        }
-    }
-    fn next_rand(&mut self) -> u64 {
-        xorshift(&mut self.rng)
-    }
-}
-
-/// xorshift64*: fast, and random enough for masking keys and key picks (`state` nonzero).
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
-/// Outcome of feeding bytes to a connection.
-type Fed = Result<(), &'static str>;
-
-impl Conn {
-    fn mark_dirty(&mut self, ctx: &mut Ctx) {
-        if !self.dirty {
-            self.dirty = true;
-            ctx.dirty.push(self.idx);
-        }
-    }
-
-    fn may_send(&self, ctx: &Ctx) -> bool {
-        ctx.sending
-            && self.state == State::Open
-            && self.inflight.len() < self.depth
-            && self.budget != Some(0)
-    }
-
-    /// Appends message `send_seq` to the out buffer, stamped with `stamp`.
-    fn queue_message(&mut self, ctx: &mut Ctx, stamp: Instant) {
-        let seq = self.send_seq;
-        self.send_seq += 1;
-        let p = &ctx.payload;
-        let tag = p.tag(seq);
-        match ctx.mode {
-            Mode::WebSocket => {
-                let pick = ctx.next_rand() >> 32;
-                let opcode = ctx.payload.kind().opcode();
-                ctx.masked.push_frame(&mut self.out, opcode, &tag, pick);
-            }
-            Mode::Raw => {
-                // Copied as the WebSocket frame's tag is, so both generators pay alike.
-                frame::push_prefix(&mut self.out, &tag, p.tag_len());
-                self.out.extend_from_slice(ctx.payload.body());
-            }
-        }
-        self.inflight.push_back(stamp);
-        if let Some(b) = self.budget.as_mut() {
-            *b -= 1;
-        }
-        if ctx.measuring {
-            ctx.tally.sent_msgs += 1;
-            ctx.tally.sent_bytes += ctx.payload.size() as u64;
-        }
-        self.mark_dirty(ctx);
-    }
-
-    /// Fills the pipeline (unless a fixed rate drives the sends).
-    fn fill(&mut self, ctx: &mut Ctx) {
-        if ctx.rate_interval.is_some() {
-            return;
-        }
-        while self.may_send(ctx) {
-            let now = ctx.now;
-            self.queue_message(ctx, now);
-        }
-    }
-
-    /// Sends what a fixed rate allows by now.
-    fn fill_rated(&mut self, ctx: &mut Ctx, interval: Duration) {
-        while self.may_send(ctx) && self.next_due <= ctx.now {
-            let due = self.next_due;
-            self.queue_message(ctx, due);
-            self.next_due += interval;
-        }
-    }
-
-    fn on_open(&mut self, ctx: &mut Ctx) {
-        self.state = State::Open;
-        ctx.opened += 1;
-        ctx.last_open_at = Some(ctx.now);
-        self.hs_buf = Vec::new();
-        self.hs_accept = String::new();
-        self.next_due = ctx.now;
-        self.fill(ctx);
-    }
-
-    fn complete_message(&mut self, ctx: &mut Ctx) {
-        let Some(sent) = self.inflight.pop_front() else {
-            return;
-        };
-        self.recv_seq += 1;
-        self.recv_off = 0;
-        if std::mem::take(&mut self.bad) {
-            ctx.error("mismatch");
-        }
-        ctx.completed_total += 1;
-        if ctx.measuring {
-            ctx.tally.recv_msgs += 1;
-            ctx.tally.recv_bytes += ctx.payload.size() as u64;
-            let rtt = ctx.now.saturating_duration_since(sent);
-            ctx.tally.latency.record(rtt.as_nanos() as u64);
-        }
-        self.fill(ctx);
-    }
-
-    /// Checks a piece of the current echo.
-    fn check_piece(&mut self, ctx: &Ctx, piece: &[u8]) {
-        if !ctx.payload.matches(self.recv_seq, self.recv_off, piece) {
-            self.bad = true;
-        }
-        self.recv_off = self.recv_off.saturating_add(piece.len());
-    }
-
-    /// Feeds bytes read from the socket.
-    fn feed(&mut self, ctx: &mut Ctx, data: &[u8]) -> Fed {
-        match ctx.mode {
-            Mode::Raw => self.feed_raw(ctx, data),
-            Mode::WebSocket => {
-                if self.state == State::Handshaking {
-                    self.hs_buf.extend_from_slice(data);
-                    match handshake::check_response(&self.hs_buf, &self.hs_accept) {
-                        Ok(None) => Ok(()),
-                        Ok(Some(head)) => {
-                            let rest = self.hs_buf.split_off(head);
-                            self.on_open(ctx);
-                            self.feed_frames(ctx, &rest)
-                        }
-                        Err(_) => Err("handshake"),
-                    }
-                } else {
-                    self.feed_frames(ctx, data)
-                }
-            }
-        }
-    }
-
-    fn feed_raw(&mut self, ctx: &mut Ctx, mut data: &[u8]) -> Fed {
-        let size = ctx.payload.size();
-        while !data.is_empty() {
-            if self.inflight.is_empty() {
-                return Err("unexpected-data");
-            }
-            let take = (size - self.recv_off).min(data.len());
-            self.check_piece(ctx, &data[..take]);
-            data = &data[take..];
-            if self.recv_off == size {
-                self.complete_message(ctx);
-            }
-        }
-        Ok(())
-    }
-
-    fn feed_frames(&mut self, ctx: &mut Ctx, data: &[u8]) -> Fed {
-        let mut pos = 0;
-        while pos < data.len() {
-            if let Some((n, opcode, payload)) = self.parser.whole_message(&data[pos..]) {
-                pos += n;
-                self.on_data(ctx, opcode, true, true, payload)?;
-                continue;
-            }
-            let (n, ev) = self.parser.next(&data[pos..]).map_err(|_| "protocol")?;
-            pos += n;
-            match ev {
-                None => {}
-                Some(Event::Data {
-                    opcode,
-                    start,
-                    end,
-                    payload,
-                }) => self.on_data(ctx, opcode, start, end, payload)?,
-                Some(Event::Control { opcode, payload }) => match opcode {
-                    frame::OP_PING => {
-                        let key = (ctx.next_rand() as u32).to_ne_bytes();
-                        frame::push_masked_frame(&mut self.out, frame::OP_PONG, &[&payload], key);
-                        self.mark_dirty(ctx);
-                    }
-                    // A close answering ours is fine: the server now closes the TCP connection.
-                    frame::OP_CLOSE if self.state != State::Closing => {
-                        return Err("closed-by-server");
-                    }
-                    _ => {}
-                },
-            }
-        }
-        Ok(())
-    }
-
-    /// A piece of an echoed message: checked against what was sent, and the message is
-    /// complete at its `end`.
-    fn on_data(
-        &mut self,
-        ctx: &mut Ctx,
-        opcode: u8,
-        start: bool,
-        end: bool,
-        payload: &[u8],
-    ) -> Fed {
-        if self.state == State::Closing {
-            return Ok(()); // data after our close is discarded (§7)
-        }
-        if self.inflight.is_empty() {
-            return Err("unexpected-message");
-        }
-        if start {
-            self.recv_off = 0;
-            self.bad = opcode != ctx.payload.kind().opcode();
-        }
-        self.check_piece(ctx, payload);
-        if end {
-            if self.recv_off != ctx.payload.size() {
-                self.bad = true;
-            }
-            self.complete_message(ctx);
-        }
-        Ok(())
-    }
-
-    /// Starts the closing handshake (WebSocket) or half-closes (raw).
-    fn begin_close(&mut self, ctx: &mut Ctx) {
-        match self.state {
-            State::Open => {}
-            _ => return,
-        }
-        self.state = State::Closing;
-        match ctx.mode {
-            Mode::WebSocket => {
-                let key = (ctx.next_rand() as u32).to_ne_bytes();
-                frame::push_masked_frame(
-                    &mut self.out,
-                    frame::OP_CLOSE,
-                    &[&1000u16.to_be_bytes()],
-                    key,
-                );
-                self.mark_dirty(ctx);
-            }
-            Mode::Raw => {
-                let _ = self.stream.shutdown(std::net::Shutdown::Write);
-            }
-        }
-    }
-
-    /// Writes the out buffer (normally in one `write`). Err means the connection is dead.
-    fn flush(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out_pos += n;
-                    if self.out_pos < self.out.len() {
-                        return Ok(()); // socket full: a WRITABLE edge will follow
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.out_pos = 0;
-        if self.out.capacity() > KEEP_OUT_CAPACITY {
-            self.out = Vec::new();
-        } else {
-            self.out.clear();
-        }
-        Ok(())
-    }
-}
 
 /// Settings for an [`Engine`].
 #[derive(Debug, Clone)]
@@ -426,14 +36,19 @@ pub struct EngineConfig {
     pub mode: Mode,
     /// Where to connect.
     pub target: Target,
-    /// Message shape.
-    pub payload: Payload,
+    /// Message shapes and their weights.
+    pub mix: Mix,
     /// Total fixed rate in messages per second over `rate_connections` connections.
     pub rate: Option<f64>,
     /// Connections the rate is shared by.
     pub rate_connections: usize,
     /// Number of loopback source addresses (127.0.0.1 ..= 127.0.0.N) to spread over.
     pub source_ips: usize,
+}
+
+/// The per-connection send interval of a total `rate` over `connections`.
+fn interval_for(rate: Option<f64>, connections: usize) -> Option<Duration> {
+    rate.and_then(|r| (r > 0.0).then(|| Duration::from_secs_f64(connections.max(1) as f64 / r)))
 }
 
 /// Source addresses needed for `n` connections (one per 16,000, the ephemeral port range of one
@@ -472,22 +87,33 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// A reactor with no connections yet.
     pub fn new(cfg: EngineConfig) -> io::Result<Engine> {
-        let rate_interval = cfg.rate.and_then(|r| {
-            (r > 0.0).then(|| Duration::from_secs_f64(cfg.rate_connections.max(1) as f64 / r))
-        });
+        let rate_interval = interval_for(cfg.rate, cfg.rate_connections);
         let seed = Instant::now().elapsed().as_nanos() as u64
             ^ 0x9E37_79B9_7F4A_7C15
             ^ (std::process::id() as u64) << 32;
-        let masked = match cfg.mode {
-            Mode::WebSocket => {
-                let mut rng = !seed | 1;
-                let phase = cfg.payload.tag_len();
-                MaskedBodies::new(cfg.payload.body(), phase, || {
-                    ((xorshift(&mut rng) >> 32) as u32).to_ne_bytes()
-                })
-            }
-            Mode::Raw => MaskedBodies::new(&[], 0, || [0; 4]),
-        };
+        let mut rng = !seed | 1;
+        let mut cum = 0u64;
+        let mut cum_weights = Vec::new();
+        let shapes = cfg
+            .mix
+            .entries()
+            .iter()
+            .map(|e| {
+                cum += e.weight as u64;
+                cum_weights.push(cum);
+                let p = &e.payload;
+                let masked = match cfg.mode {
+                    Mode::WebSocket => MaskedBodies::new(p.body(), p.tag_len(), || {
+                        ((xorshift(&mut rng) >> 32) as u32).to_ne_bytes()
+                    }),
+                    Mode::Raw => MaskedBodies::new(&[], 0, || [0; 4]),
+                };
+                Shape {
+                    payload: p.clone(),
+                    masked,
+                }
+            })
+            .collect();
         Ok(Engine {
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
@@ -497,8 +123,8 @@ impl Engine {
             scratch: vec![0u8; SCRATCH],
             ctx: Ctx {
                 mode: cfg.mode,
-                masked,
-                payload: cfg.payload,
+                shapes,
+                cum_weights,
                 rng: seed | 1,
                 now: Instant::now(),
                 sending: true,
@@ -819,6 +445,21 @@ impl Engine {
     /// The tally of the measured window.
     pub fn tally(&self) -> &Tally {
         &self.ctx.tally
+    }
+    /// Changes the fixed total rate (messages per second over `connections`), or goes back to
+    /// as fast as echoes return with `None`. Pacing restarts from now on every connection, so a
+    /// backlog built up at the old rate is not sent in a burst at the new one.
+    pub fn set_rate(&mut self, rate: Option<f64>, connections: usize) {
+        self.ctx.rate_interval = interval_for(rate, connections);
+        let now = Instant::now();
+        for c in self.conns.iter_mut().flatten() {
+            c.next_due = now;
+        }
+        if self.ctx.rate_interval.is_none() {
+            for c in self.conns.iter_mut().flatten() {
+                c.fill(&mut self.ctx);
+            }
+        }
     }
     /// Stops queueing new messages (in-flight ones still complete).
     pub fn stop_sending(&mut self) {
