@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::deflate::Compression;
+
 /// Settings for one [`Server`](crate::Server). `Config::default()` is a sane production start.
 ///
 /// Memory per connection is bounded by `max_request_head` during the handshake, then by
@@ -63,6 +65,17 @@ pub struct Config {
     /// Abort the process when a handler callback panics. Default false: the panic is caught at
     /// the callback boundary and only that connection is closed (1011).
     pub abort_on_panic: bool,
+    /// permessage-deflate (RFC 7692): [`Compression::Off`] never negotiates it;
+    /// [`Compression::NoContextTakeover`] accepts the first offer it can honour, answering
+    /// `server_no_context_takeover; client_no_context_takeover`, so no connection keeps
+    /// compression state between messages (one compressor per window size and a few
+    /// decompressors per reactor). Default `Off` (the library's; the binary chooses its own).
+    pub compression: Compression,
+    /// Messages shorter than this are sent uncompressed on a connection that negotiated
+    /// compression (deflate costs more than it saves on them). Default 256 bytes.
+    pub compression_threshold: usize,
+    /// zlib compression level for what we send, 1 (fastest) to 9 (smallest). Default 1.
+    pub compression_level: u32,
 }
 
 impl Default for Config {
@@ -87,6 +100,9 @@ impl Default for Config {
             read_buffer_size: 256 * 1024,
             tick_interval: None,
             abort_on_panic: false,
+            compression: Compression::Off,
+            compression_threshold: 256,
+            compression_level: 1,
         }
     }
 }
@@ -113,6 +129,8 @@ pub enum ConfigError {
     BacklogTooSmall,
     /// `read_buffer_size` is below 1 KiB.
     ReadBufferTooSmall,
+    /// `compression_level` is not 1..=9.
+    CompressionLevelOutOfRange,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -129,6 +147,7 @@ impl std::fmt::Display for ConfigError {
                 "max_backlog must be at least backlog_high_water and max_message_size + 14"
             }
             ConfigError::ReadBufferTooSmall => "read_buffer_size must be at least 1 KiB",
+            ConfigError::CompressionLevelOutOfRange => "compression_level must be 1..=9",
         })
     }
 }
@@ -201,6 +220,10 @@ impl Config {
                 BacklogTooSmall,
             ),
             (self.read_buffer_size < 1024, ReadBufferTooSmall),
+            (
+                !(1..=9).contains(&self.compression_level),
+                CompressionLevelOutOfRange,
+            ),
         ];
         match checks.into_iter().find(|(failed, _)| *failed) {
             Some((_, problem)) => Err(problem),

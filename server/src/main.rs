@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::{Config, Server};
+use wsreactor::{Compression, Config, Server};
 use wsreactor_server::app::{self, App};
 use wsreactor_server::static_files::StaticFiles;
 
@@ -87,6 +87,26 @@ struct Args {
     /// echo whole messages).
     #[arg(long, value_name = "BYTES", default_value_t = app::DEFAULT_STREAM_FROM)]
     stream_from: u64,
+    /// permessage-deflate: `no-context-takeover` negotiates it (each message compressed on
+    /// its own; no per-connection compression state), `off` never does. The binary's default
+    /// is on: the library's is off.
+    #[arg(long, value_enum, default_value_t = CompressionArg::NoContextTakeover)]
+    compression: CompressionArg,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = Config::default().compression_threshold)]
+    compression_threshold: usize,
+    /// zlib level for what is sent, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = Config::default().compression_level)]
+    compression_level: u32,
+}
+
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompressionArg {
+    /// Never negotiate permessage-deflate.
+    Off,
+    /// Negotiate it without context takeover in either direction.
+    NoContextTakeover,
 }
 
 impl Args {
@@ -115,6 +135,12 @@ impl Args {
             // Not an option: the library's default. Every field is listed (no `..`), so a new
             // one in `Config` is a compile error here until it gets an option or a line.
             abort_on_panic: Config::default().abort_on_panic,
+            compression: match self.compression {
+                CompressionArg::Off => Compression::Off,
+                CompressionArg::NoContextTakeover => Compression::NoContextTakeover,
+            },
+            compression_threshold: self.compression_threshold,
+            compression_level: self.compression_level,
         }
     }
 }
