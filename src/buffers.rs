@@ -5,8 +5,8 @@
 //! it. An idle connection owns no `Busy` at all, which is what keeps an idle open connection at
 //! a few dozen bytes. This module does not interpret any of the bytes it holds.
 
-use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::deflate::{Codec, Inflater};
+use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
 
 /// Buffers up to this capacity are always kept when a `Busy` returns to the pool.

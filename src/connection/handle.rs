@@ -193,7 +193,9 @@ impl<'a> Conn<'a> {
         if self.conn.flags & PARTS_OUT != 0 && self.conn.state == State::Open {
             return SendStatus::PartsOpen;
         }
-        if self.conn.flags & DEFLATE_BITS != 0 && payload.len() >= self.ctx.config.compression_threshold {
+        if self.conn.flags & DEFLATE_BITS != 0
+            && payload.len() >= self.ctx.config.compression_threshold
+        {
             return self.send_compressed(opcode, payload);
         }
         self.send_head(FrameHead::whole(opcode), payload)

@@ -153,8 +153,7 @@ impl Connection {
                     return Err(InflateFailure::BadText);
                 }
                 let produced = out.len() > before;
-                if (used == 0 && !produced) || (pos == input.len() && out.len() < out.capacity())
-                {
+                if (used == 0 && !produced) || (pos == input.len() && out.len() < out.capacity()) {
                     return Ok(());
                 }
             }

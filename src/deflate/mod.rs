@@ -141,7 +141,10 @@ impl Codec {
     /// `out` (cleared first): raw deflate, sync flush, the `00 00 ff ff` tail stripped
     /// (RFC 7692 §7.2.1). The compressor is reset first: no context is taken over.
     pub(crate) fn compress(&mut self, bits: u8, level: u32, data: &[u8], out: &mut Vec<u8>) {
-        let bits = bits.clamp(negotiate::MIN_PRODUCIBLE_WINDOW_BITS, negotiate::MAX_WINDOW_BITS);
+        let bits = bits.clamp(
+            negotiate::MIN_PRODUCIBLE_WINDOW_BITS,
+            negotiate::MAX_WINDOW_BITS,
+        );
         let slot = &mut self.compressors[(bits - negotiate::MIN_PRODUCIBLE_WINDOW_BITS) as usize];
         let compressor = slot.get_or_insert_with(|| {
             Box::new(Compress::new_with_window_bits(

@@ -221,7 +221,10 @@ mod tests {
 
     #[test]
     fn server_window_is_answered_when_asked() {
-        let a = negotiate([b"permessage-deflate; server_max_window_bits=10".as_slice()], ON);
+        let a = negotiate(
+            [b"permessage-deflate; server_max_window_bits=10".as_slice()],
+            ON,
+        );
         assert_eq!(
             a,
             Some(Agreement {
@@ -302,8 +305,16 @@ mod tests {
     #[test]
     fn malformed_lists_do_not_panic() {
         for junk in [
-            "", ",", ";", ",,;;", "\"", "permessage-deflate;", "permessage-deflate; =",
-            "permessage-deflate; =3", "permessage-deflate, \"a,b\"", "\u{7f}\u{1}",
+            "",
+            ",",
+            ";",
+            ",,;;",
+            "\"",
+            "permessage-deflate;",
+            "permessage-deflate; =",
+            "permessage-deflate; =3",
+            "permessage-deflate, \"a,b\"",
+            "\u{7f}\u{1}",
         ] {
             let _ = answer(&[junk]);
         }
