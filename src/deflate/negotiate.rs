@@ -264,7 +264,6 @@ mod tests {
             "permessage-deflate; server_max_window_bits=7",
             "permessage-deflate; server_max_window_bits=010",
             "permessage-deflate; server_max_window_bits=+9",
-            "permessage-deflate; server_max_window_bits=\"10",
             "permessage-deflate; server_max_window_bits=",
             "permessage-deflate; client_max_window_bits=0",
             "permessage-deflate; client_max_window_bits=abc",
@@ -280,6 +279,13 @@ mod tests {
             // The next offer may also be in another header.
             assert_eq!(answer(&[bad, "permessage-deflate"]).as_deref(), Some(PLAIN));
         }
+    }
+
+    #[test]
+    fn an_unterminated_quote_takes_the_rest_of_its_header() {
+        let bad = "permessage-deflate; server_max_window_bits=\"10, permessage-deflate";
+        assert_eq!(answer(&[bad]), None);
+        assert_eq!(answer(&[bad, "permessage-deflate"]).as_deref(), Some(PLAIN));
     }
 
     #[test]
