@@ -210,12 +210,14 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    /// With no options the binary runs the library's defaults, plus its own stats push.
+    /// With no options the binary runs the library's defaults, plus its own stats push and
+    /// compression.
     #[test]
     fn no_options_give_the_library_defaults() {
         let args = Args::try_parse_from(["wsreactor"]).expect("no options parse");
         let expected = Config {
             tick_interval: Some(Duration::from_millis(DEFAULT_STATS_INTERVAL_MS)),
+            compression: Compression::NoContextTakeover,
             ..Config::default()
         };
         // Config has no PartialEq; its Debug output lists every field.
