@@ -39,6 +39,7 @@ fn upgrade(config: &Config, out: &mut Vec<u8>) -> usize {
         Verdict::Upgrade {
             accept,
             subprotocol,
+            ..
         } => write_switching_protocols(out, &accept, subprotocol),
         other => panic!("not an upgrade: {other:?}"),
     }

@@ -5,6 +5,7 @@
 //! it. An idle connection owns no `Busy` at all, which is what keeps an idle open connection at
 //! a few dozen bytes. This module does not interpret any of the bytes it holds.
 
+use crate::deflate::{Codec, Inflater};
 use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
 
@@ -54,6 +55,11 @@ pub(crate) struct Busy {
     /// A control frame's payload that arrived in pieces.
     pub control: [u8; MAX_CONTROL_PAYLOAD],
     pub control_len: u8,
+    /// The message in progress is compressed (RSV1 on its first frame).
+    pub compressed: bool,
+    /// The decompressor of the compressed message in progress, taken from the pool's
+    /// [`Codec`] when it began; back to the pool with this `Busy`.
+    pub inflater: Option<Box<Inflater>>,
 }
 
 impl Busy {
@@ -71,6 +77,8 @@ impl Busy {
             header_len: 0,
             control: [0; MAX_CONTROL_PAYLOAD],
             control_len: 0,
+            compressed: false,
+            inflater: None,
         }
     }
 
@@ -95,6 +103,7 @@ impl Busy {
         self.message_kind = None;
         self.read_to_end = false;
         self.streamed = 0;
+        self.compressed = false;
         self.utf8.reset();
     }
 
@@ -142,6 +151,9 @@ pub(crate) struct BusyPool {
     free: Vec<Box<Busy>>,
     /// Sum of `large_capacity` over `free`, at most `LARGE_BUDGET`.
     large_bytes: usize,
+    /// The reactor's deflate state: compressors and free decompressors. Here because it is
+    /// lent the same way as the buffers: to the connection being served, for one call.
+    pub deflate: Codec,
 }
 
 /// Free `Busy` boxes kept at most; beyond this they are freed.
@@ -160,6 +172,9 @@ impl BusyPool {
     }
 
     pub fn give(&mut self, mut busy: Box<Busy>) {
+        if let Some(inflater) = busy.inflater.take() {
+            self.deflate.give_inflater(inflater);
+        }
         if self.free.len() >= POOL_LIMIT {
             return;
         }

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::deflate::Compression;
+
 /// Settings for one [`Server`](crate::Server). `Config::default()` is a sane production start.
 ///
 /// Memory per connection is bounded by `max_request_head` during the handshake, then by
@@ -74,6 +76,17 @@ pub struct Config {
     pub max_topic_name: usize,
     /// Most topics one connection subscribes to. Default 64.
     pub max_topics_per_connection: usize,
+    /// permessage-deflate (RFC 7692): [`Compression::Off`] never negotiates it;
+    /// [`Compression::NoContextTakeover`] accepts the first offer it can honour, answering
+    /// `server_no_context_takeover; client_no_context_takeover`, so no connection keeps
+    /// compression state between messages (one compressor per window size and a few
+    /// decompressors per reactor). Default `Off` (the library's; the binary chooses its own).
+    pub compression: Compression,
+    /// Messages shorter than this are sent uncompressed on a connection that negotiated
+    /// compression (deflate costs more than it saves on them). Default 256 bytes.
+    pub compression_threshold: usize,
+    /// zlib compression level for what we send, 1 (fastest) to 9 (smallest). Default 1.
+    pub compression_level: u32,
 }
 
 /// The policy for a subscriber that does not keep up with what is published to it.
@@ -117,6 +130,9 @@ impl Default for Config {
             slow_subscriber: SlowSubscriber::Close,
             max_topic_name: 256,
             max_topics_per_connection: 64,
+            compression: Compression::Off,
+            compression_threshold: 256,
+            compression_level: 1,
         }
     }
 }
@@ -145,6 +161,8 @@ pub enum ConfigError {
     ReadBufferTooSmall,
     /// `max_subscriber_backlog` is above `max_backlog`.
     SubscriberBacklogOverMax,
+    /// `compression_level` is not 1..=9.
+    CompressionLevelOutOfRange,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -164,6 +182,7 @@ impl std::fmt::Display for ConfigError {
             ConfigError::SubscriberBacklogOverMax => {
                 "max_subscriber_backlog must not exceed max_backlog"
             }
+            ConfigError::CompressionLevelOutOfRange => "compression_level must be 1..=9",
         })
     }
 }
@@ -239,6 +258,10 @@ impl Config {
             (
                 self.max_subscriber_backlog > self.max_backlog,
                 SubscriberBacklogOverMax,
+            ),
+            (
+                !(1..=9).contains(&self.compression_level),
+                CompressionLevelOutOfRange,
             ),
         ];
         match checks.into_iter().find(|(failed, _)| *failed) {

@@ -86,6 +86,8 @@ pub enum Verdict<'c> {
         accept: [u8; 28],
         /// The chosen subprotocol (borrowed from the configuration).
         subprotocol: Option<&'c str>,
+        /// permessage-deflate, if an offer was accepted: the parameters in force.
+        deflate: Option<crate::deflate::Agreement>,
     },
     /// Not an upgrade attempt: an ordinary HTTP request.
     Http,
@@ -178,6 +180,10 @@ fn check_upgrade<'c>(
     Ok(Verdict::Upgrade {
         accept: accept_key(key),
         subprotocol: choose_subprotocol(headers, &config.subprotocols),
+        deflate: crate::deflate::negotiate::negotiate(
+            all_headers(headers, "sec-websocket-extensions"),
+            config.compression,
+        ),
     })
 }
 
@@ -220,13 +226,28 @@ fn is_valid_key(key: &[u8]) -> bool {
 
 /// Writes the `101 Switching Protocols` response.
 pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &[u8; 28], subprotocol: Option<&str>) {
+    write_switching_protocols_with(out, accept, subprotocol, None);
+}
+
+/// Writes the `101 Switching Protocols` response, with the permessage-deflate answer if
+/// `deflate` says one was accepted.
+pub fn write_switching_protocols_with(
+    out: &mut Vec<u8>,
+    accept: &[u8; 28],
+    subprotocol: Option<&str>,
+    deflate: Option<&crate::deflate::Agreement>,
+) {
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     out.extend_from_slice(accept);
     if let Some(protocol) = subprotocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(protocol.as_bytes());
     }
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(agreement) = deflate {
+        crate::deflate::negotiate::write_answer(out, agreement);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the response for a refused request; the connection is closed after it.
@@ -306,6 +327,7 @@ mod tests {
             Verdict::Upgrade {
                 accept,
                 subprotocol,
+                ..
             } => {
                 assert_eq!(&accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
                 assert_eq!(subprotocol, Some("chat"));

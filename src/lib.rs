@@ -28,6 +28,7 @@
 mod buffers;
 pub mod config;
 mod connection;
+pub mod deflate;
 pub mod frame;
 mod handler;
 pub mod handshake;
@@ -43,6 +44,7 @@ pub mod utf8;
 pub use config::{Config, ConfigError, Error, SlowSubscriber};
 
 pub use connection::{Conn, Ctx, Fanout};
+pub use deflate::Compression;
 pub use handler::{
     Close, CloseCause, ConnId, Handler, Message, MessageKind, MessagePart, SendStatus,
 };

@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 Verdict::Upgrade {
                     accept,
                     subprotocol,
+                    ..
                 } => {
                     assert!(accept.iter().all(u8::is_ascii));
                     if let Some(p) = subprotocol {

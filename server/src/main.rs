@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::{Config, Server, SlowSubscriber};
+
+use wsreactor::{Compression, Config, Server, SlowSubscriber};
 use wsreactor_server::app::{self, App};
 use wsreactor_server::static_files::StaticFiles;
 
@@ -101,6 +102,17 @@ struct Args {
     /// Most topics one connection subscribes to.
     #[arg(long, default_value_t = Config::default().max_topics_per_connection)]
     max_topics_per_connection: usize,
+    /// permessage-deflate: `no-context-takeover` negotiates it (each message compressed on
+    /// its own; no per-connection compression state), `off` never does. The binary's default
+    /// is on: the library's is off.
+    #[arg(long, value_enum, default_value_t = CompressionArg::NoContextTakeover)]
+    compression: CompressionArg,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = Config::default().compression_threshold)]
+    compression_threshold: usize,
+    /// zlib level for what is sent, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = Config::default().compression_level)]
+    compression_level: u32,
 }
 
 /// `--slow-subscriber`, as the command line spells [`SlowSubscriber`].
@@ -126,6 +138,15 @@ impl From<SlowPolicy> for SlowSubscriber {
             SlowPolicy::Drop => SlowSubscriber::Drop,
         }
     }
+}
+
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompressionArg {
+    /// Never negotiate permessage-deflate.
+    Off,
+    /// Negotiate it without context takeover in either direction.
+    NoContextTakeover,
 }
 
 impl Args {
@@ -158,6 +179,12 @@ impl Args {
             slow_subscriber: self.slow_subscriber.into(),
             max_topic_name: self.max_topic_name,
             max_topics_per_connection: self.max_topics_per_connection,
+            compression: match self.compression {
+                CompressionArg::Off => Compression::Off,
+                CompressionArg::NoContextTakeover => Compression::NoContextTakeover,
+            },
+            compression_threshold: self.compression_threshold,
+            compression_level: self.compression_level,
         }
     }
 }
@@ -227,12 +254,14 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    /// With no options the binary runs the library's defaults, plus its own stats push.
+    /// With no options the binary runs the library's defaults, plus its own stats push and
+    /// compression.
     #[test]
     fn no_options_give_the_library_defaults() {
         let args = Args::try_parse_from(["wsreactor"]).expect("no options parse");
         let expected = Config {
             tick_interval: Some(Duration::from_millis(DEFAULT_STATS_INTERVAL_MS)),
+            compression: Compression::NoContextTakeover,
             ..Config::default()
         };
         // Config has no PartialEq; its Debug output lists every field.

@@ -54,8 +54,9 @@ fn members_of_a_room_see_each_others_messages_and_other_paths_echo() {
 fn one_message_reaches_ten_thousand_members() {
     const MEMBERS: usize = 10_000;
     let server = start();
-    let mut members: Vec<WebSocket<TcpStream>> =
-        (0..MEMBERS).map(|_| join(&server.addr, "/room/big")).collect();
+    let mut members: Vec<WebSocket<TcpStream>> = (0..MEMBERS)
+        .map(|_| join(&server.addr, "/room/big"))
+        .collect();
     let started = Instant::now();
     members[0]
         .send(Message::text("to everyone"))

@@ -152,7 +152,14 @@ impl<'a> Conn<'a> {
                 MessageKind::Binary => OpCode::Binary,
             }
         };
-        let status = self.send_head(FrameHead { opcode, fin: last }, data);
+        // Parts go uncompressed: a shared compressor cannot keep one message's context
+        // across calls while other connections send.
+        let head = FrameHead {
+            opcode,
+            fin: last,
+            rsv1: false,
+        };
+        let status = self.send_head(head, data);
         if matches!(status, SendStatus::Sent | SendStatus::Backpressure) {
             if last {
                 self.conn.flags &= !PARTS_OUT;
@@ -193,7 +200,35 @@ impl<'a> Conn<'a> {
         if self.conn.flags & PARTS_OUT != 0 && self.conn.state == State::Open {
             return SendStatus::PartsOpen;
         }
+        if self.conn.flags & DEFLATE_BITS != 0
+            && payload.len() >= self.ctx.config.compression_threshold
+        {
+            return self.send_compressed(opcode, payload);
+        }
         self.send_head(FrameHead::whole(opcode), payload)
+    }
+
+    /// Sends a whole message compressed (permessage-deflate was negotiated and the message is
+    /// at least `compression_threshold` long), in the reactor's scratch buffer.
+    #[inline(never)]
+    fn send_compressed(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
+        if self.conn.state != State::Open {
+            return SendStatus::Closed;
+        }
+        let bits = self.conn.deflate_bits().unwrap_or(15);
+        let codec = &mut self.ctx.pool.deflate;
+        let mut out = std::mem::take(&mut codec.scratch);
+        codec.compress(bits, self.ctx.config.compression_level, payload, &mut out);
+        let head = FrameHead {
+            opcode,
+            fin: true,
+            rsv1: true,
+        };
+        let status = self.send_head(head, &out);
+        let codec = &mut self.ctx.pool.deflate;
+        codec.scratch = out;
+        codec.trim();
+        status
     }
 
     #[inline(always)]

@@ -97,17 +97,23 @@ impl Connection {
             Verdict::Upgrade {
                 accept,
                 subprotocol,
+                deflate,
             } => {
                 let accepted = guard(env, |handler| handler.accept(&request)).unwrap_or(false);
                 if !accepted {
                     self.refuse(Refusal::Forbidden, env);
                     return Some(used);
                 }
-                handshake::write_switching_protocols(
+                handshake::write_switching_protocols_with(
                     self.busy_mut(env.pool).out.appender(),
                     &accept,
                     subprotocol,
+                    deflate.as_ref(),
                 );
+                if let Some(agreement) = deflate {
+                    let bits = u16::from(agreement.server_window_bits.clamp(9, 15) - 8);
+                    self.flags |= bits << DEFLATE_SHIFT;
+                }
                 self.state = State::Open;
                 self.flags |= OPENED;
                 self.deadline = env.config.idle_timeout.map_or(0, |t| env.now + ms(t));

@@ -87,6 +87,10 @@ const ENDS_READ: u16 = 128;
 /// The connection was dropped because its backlog reached `max_backlog`, or closed because as
 /// a subscriber it passed `max_subscriber_backlog`.
 const BACKLOG_DROPPED: u16 = 256;
+/// permessage-deflate: these 3 bits hold the window bits of what we send minus 8 (1..=7)
+/// when it was negotiated, 0 when it was not.
+const DEFLATE_SHIFT: u16 = 10;
+const DEFLATE_BITS: u16 = 7 << DEFLATE_SHIFT;
 
 /// A WebSocket connection's protocol state. Idle, it is a few words: every buffer lives in an
 /// optional [`Busy`] taken from a pool only while something is pending.
@@ -223,6 +227,13 @@ impl Connection {
             state: State::Handshake,
             flags: 0,
         }
+    }
+
+    /// The window bits of what we send, if permessage-deflate was negotiated.
+    #[inline]
+    pub(crate) fn deflate_bits(&self) -> Option<u8> {
+        let bits = (self.flags & DEFLATE_BITS) >> DEFLATE_SHIFT;
+        (bits != 0).then_some(bits as u8 + 8)
     }
 
     pub(crate) fn deadline(&self) -> u64 {

@@ -56,7 +56,8 @@ impl Connection {
                             self.set_ends_read(input.len() as u64 == total);
                             let payload = &mut input[header.header_len..total as usize];
                             let key = header.mask.unwrap_or_default();
-                            self.complete_frame(opcode, header.fin, payload, key, env);
+                            let compressed = header.rsv != 0;
+                            self.complete_frame(opcode, header.fin, compressed, payload, key, env);
                             total as usize
                         } else {
                             self.begin_payload(opcode, &header, env);
@@ -172,7 +173,7 @@ impl Connection {
     ) -> Option<OpCode> {
         use close_code::{PROTOCOL_ERROR, TOO_BIG};
         let violation = 'check: {
-            if header.rsv != 0 {
+            if header.rsv & 0b011 != 0 {
                 break 'check Some((PROTOCOL_ERROR, "reserved bits set"));
             }
             let Some(opcode) = OpCode::from_u8(header.opcode) else {
@@ -180,6 +181,15 @@ impl Connection {
             };
             if header.mask.is_none() {
                 break 'check Some((PROTOCOL_ERROR, "client frames must be masked"));
+            }
+            // RSV1 marks a compressed message (RFC 7692 §6): only when negotiated, and only
+            // on a message's first frame.
+            if header.rsv != 0
+                && (self.deflate_bits().is_none()
+                    || opcode.is_control()
+                    || opcode == OpCode::Continuation)
+            {
+                break 'check Some((PROTOCOL_ERROR, "RSV1 set where no compression applies"));
             }
             if opcode.is_control() {
                 if !header.fin || header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
@@ -191,10 +201,13 @@ impl Connection {
                 return Some(opcode); // discarded anyway
             }
             let (in_progress, assembled) = self.busy.as_ref().map_or((false, 0), |b| {
-                (
-                    b.message_kind.is_some(),
-                    b.message.len() as u64 + b.streamed,
-                )
+                // A compressed message's inflated size is checked as it is inflated.
+                let assembled = if b.compressed {
+                    0
+                } else {
+                    b.message.len() as u64 + b.streamed
+                };
+                (b.message_kind.is_some(), assembled)
             });
             if opcode == OpCode::Continuation && !in_progress {
                 break 'check Some((PROTOCOL_ERROR, "continuation without a message"));
@@ -246,8 +259,12 @@ impl Connection {
         let busy = self.busy_mut(env.pool);
         if starts_message {
             busy.start_message(opcode);
+            if header.rsv != 0 {
+                Self::start_compressed(busy);
+            }
         }
-        if !opcode.is_control() && !closing && !streaming {
+        let compressed = busy.compressed && !opcode.is_control() && !closing;
+        if !opcode.is_control() && !closing && !streaming && !compressed {
             // Bounded by max_frame_size, checked above. Capacity that is never written to
             // costs address space, not memory.
             busy.message.reserve(header.payload_len as usize);
@@ -261,7 +278,10 @@ impl Connection {
             phase: 0,
         });
         if header.payload_len == 0 {
-            if streaming && !opcode.is_control() && !closing {
+            if compressed {
+                busy.cursor = None;
+                self.compressed_piece(&[], header.fin, env);
+            } else if streaming && !opcode.is_control() && !closing {
                 // An empty fragment of a message handled in parts (its header came in pieces).
                 busy.cursor = None;
                 self.stream_part(&[], header.fin, env);
@@ -286,10 +306,11 @@ impl Connection {
         let take = cursor.remaining.min(input.len() as u64) as usize;
         let chunk = &mut input[..take];
         let message_data = !cursor.opcode.is_control() && !closing;
-        let kind = if message_data {
+        let compressed = message_data && busy.compressed;
+        let kind = if message_data && !compressed {
             busy.message_kind
         } else {
-            None
+            None // compressed bytes are checked once inflated
         };
         let (phase, checked) =
             transform::message_bytes(&mut busy.utf8, kind, chunk, cursor.mask, cursor.phase);
@@ -298,6 +319,13 @@ impl Connection {
         busy.cursor = Some(cursor);
         if checked.is_err() {
             self.fail_bad_text(env);
+            return take;
+        }
+        if compressed {
+            if cursor.remaining == 0 {
+                busy.cursor = None;
+            }
+            self.compressed_piece(chunk, cursor.remaining == 0 && cursor.fin, env);
             return take;
         }
         if streaming && message_data {
@@ -329,7 +357,7 @@ impl Connection {
         }
         let busy = self.busy.as_mut()?;
         let cursor = busy.cursor?;
-        if cursor.opcode.is_control() || cursor.remaining < DIRECT_READ_MIN {
+        if cursor.opcode.is_control() || cursor.remaining < DIRECT_READ_MIN || busy.compressed {
             return None;
         }
         let room = cursor.remaining.min(usize::MAX as u64) as usize;
@@ -382,7 +410,11 @@ impl Connection {
             busy.control_len = 0;
             self.control_frame(cursor.opcode, &payload[..len], env);
         } else if cursor.fin && self.state == State::Open {
-            self.deliver_assembled(env);
+            if self.busy.as_ref().is_some_and(|b| b.compressed) {
+                self.compressed_piece(&[], true, env);
+            } else {
+                self.deliver_assembled(env);
+            }
         }
     }
 
@@ -392,6 +424,7 @@ impl Connection {
         &mut self,
         opcode: OpCode,
         fin: bool,
+        compressed: bool,
         payload: &mut [u8],
         key: [u8; 4],
         env: &mut Env<'_, H>,
@@ -404,7 +437,7 @@ impl Connection {
         if self.state != State::Open {
             return; // closing: data is discarded
         }
-        if fin && opcode != OpCode::Continuation {
+        if fin && opcode != OpCode::Continuation && !compressed {
             return self.deliver_whole(opcode, payload, key, env);
         }
         if opcode != OpCode::Continuation && self.streams(payload.len() as u64, env) {
@@ -416,6 +449,13 @@ impl Connection {
         let busy = self.busy_mut(env.pool);
         if opcode != OpCode::Continuation && !streaming {
             busy.start_message(opcode);
+        }
+        if opcode != OpCode::Continuation && compressed {
+            Self::start_compressed(busy);
+        }
+        if busy.compressed {
+            transform::compressed_payload(payload, key);
+            return self.compressed_piece(payload, fin, env);
         }
         let (_, checked) =
             transform::message_bytes(&mut busy.utf8, busy.message_kind, payload, key, 0);

@@ -26,12 +26,18 @@ pub(crate) struct FrameHead {
     pub opcode: OpCode,
     /// The frame ends its message (always, for control frames).
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate; first frame only).
+    pub rsv1: bool,
 }
 
 impl FrameHead {
     /// A frame that is a whole message, or a control frame.
     pub(crate) fn whole(opcode: OpCode) -> Self {
-        FrameHead { opcode, fin: true }
+        FrameHead {
+            opcode,
+            fin: true,
+            rsv1: false,
+        }
     }
 }
 
@@ -73,6 +79,9 @@ impl Connection {
             None,
             payload.len() as u64,
         );
+        if head.rsv1 {
+            header[0] |= 0x40;
+        }
         let written = match direct {
             // Nothing is queued ahead of it, so writing now keeps the order.
             Some(socket) if payload.len() >= DIRECT_WRITE_ALONE_MIN && pending == 0 => {
