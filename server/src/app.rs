@@ -229,6 +229,7 @@ impl Handler for App {
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
+        // The echo's path pays one length check while no room exists.
         if let Some(room) = self.rooms.room_of(conn.id()) {
             // Framed once, queued to every member under the slow-subscriber policy.
             conn.publish(room.as_bytes(), message, true);

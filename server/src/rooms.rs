@@ -6,6 +6,7 @@
 //! to a connection itself.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use wsreactor::ConnId;
 
@@ -29,10 +30,33 @@ pub fn room_name(target: &str) -> Option<Result<&str, ()>> {
     Some(if valid { Ok(name) } else { Err(()) })
 }
 
+/// A hasher for [`ConnId`]s (two `u32`s): a multiply and a rotate per word.
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// Who is in which room, for the member counts.
 #[derive(Debug, Default)]
 pub struct Rooms {
-    member_of: HashMap<ConnId, Box<str>>,
+    /// Looked up for every message while any room exists: hashed with a multiply, not SipHash
+    /// (ids are the server's own, not chosen by peers).
+    member_of: HashMap<ConnId, Box<str>, BuildHasherDefault<IdHasher>>,
     members: HashMap<Box<str>, usize>,
 }
 
@@ -57,7 +81,11 @@ impl Rooms {
     }
 
     /// The room `id` is in.
+    #[inline]
     pub fn room_of(&self, id: ConnId) -> Option<&str> {
+        if self.member_of.is_empty() {
+            return None;
+        }
         self.member_of.get(&id).map(|r| &**r)
     }
 
