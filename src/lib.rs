@@ -18,9 +18,15 @@
 //! # Ok::<(), wsreactor::Error>(())
 //! ```
 //!
-//! The layout follows the path of a byte: [`reactor`](Server) (sockets, readiness, timers) →
-//! `connection` (the sans-IO state machine) → [`handshake`], [`frame`], [`mask`], [`utf8`]
-//! (pure functions over bytes) → the [`Handler`] the application implements.
+//! The layout follows the path of a byte: the reactor ([`Server`]: sockets, readiness,
+//! timers) → a transport → the connection (the sans-IO state machine, in layers) → the
+//! [`Handler`] the application implements, which reaches any connection through [`Conn`] and
+//! [`Ctx`] and publishes to topics.
+//!
+//! The API is what this page lists. The modules `frame`, `handshake`, `mask`, `utf8`,
+//! `deflate` and `sans_io` are public only so that the benches, fuzz targets and tests can
+//! reach the pure functions and the in-memory connection; they are hidden from these docs and
+//! may change in any release.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -28,23 +34,30 @@
 mod buffers;
 pub mod config;
 mod connection;
+#[doc(hidden)]
 pub mod deflate;
+#[doc(hidden)]
 pub mod frame;
 mod handler;
+#[doc(hidden)]
 pub mod handshake;
 pub mod http;
+#[doc(hidden)]
 pub mod mask;
 mod reactor;
+#[doc(hidden)]
 pub mod sans_io;
 mod stats;
 mod topics;
 mod transport;
+#[doc(hidden)]
 pub mod utf8;
 
 pub use config::{Config, ConfigError, Error, SlowSubscriber};
 
 pub use connection::{Conn, Ctx, Fanout};
 pub use deflate::Compression;
+pub use frame::close_code;
 pub use handler::{
     Close, CloseCause, ConnId, Handler, Message, MessageKind, MessagePart, SendStatus,
 };

@@ -10,50 +10,20 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use flate2::{Compress, Compression as Level, Decompress, FlushCompress, FlushDecompress};
-use wsreactor::{Compression, Config, Conn, Handler, Message, Server, ShutdownHandle};
+use wsreactor::{Compression, Config};
 
-struct Echo;
+mod common;
 
-impl Handler for Echo {
-    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message<'_>) {
-        let _ = conn.send(message);
-    }
-}
+use common::{Echo, TestServer};
 
-struct Running {
-    addr: SocketAddr,
-    shutdown: ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn start(compression: Compression, max_message_size: usize) -> Running {
+fn start(compression: Compression, max_message_size: usize) -> TestServer {
     let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
         compression,
         max_message_size,
         max_frame_size: max_message_size,
         ..Config::default()
     };
-    let mut server = Server::bind(config, Echo).unwrap();
-    let addr = server.local_addr();
-    let shutdown = server.shutdown_handle();
-    let thread = Some(std::thread::spawn(move || {
-        let _ = server.run();
-    }));
-    Running {
-        addr,
-        shutdown,
-        thread,
-    }
+    TestServer::start(config, Echo)
 }
 
 /// Upgrades with `extensions` (if any) and returns the socket and the response head.

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wsreactor::{Config, Conn, Handler, Message, Server, ShutdownHandle};
+use wsreactor::{Config, Conn, Handler, Message, Server, ShutdownHandle, Stats};
 
 mod wire;
 pub use wire::*;
@@ -28,7 +28,7 @@ impl Handler for Echo {
 pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: ShutdownHandle,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Stats>>,
 }
 
 impl TestServer {
@@ -40,7 +40,10 @@ impl TestServer {
         let mut server = Server::bind(config, handler).expect("bind");
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run().expect("reactor"));
+        let thread = std::thread::spawn(move || {
+            server.run().expect("reactor");
+            *server.stats()
+        });
         TestServer {
             addr,
             shutdown,
@@ -56,12 +59,15 @@ impl TestServer {
         format!("ws://{}/", self.addr)
     }
 
-    /// Stops the server and waits for the reactor thread (panics if it panicked).
-    pub fn stop(mut self) {
+    /// Stops the server gracefully and waits for the reactor thread (panics if it
+    /// panicked); returns the final counters.
+    pub fn stop(mut self) -> Stats {
         self.shutdown.shutdown();
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("reactor thread");
-        }
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("reactor thread")
     }
 }
 

@@ -10,15 +10,15 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wsreactor::{
-    Close, CloseCause, Config, Conn, ConnId, Ctx, Handler, Message, Request, SendStatus, Server,
-    Stats,
+    Close, CloseCause, Config, Conn, ConnId, Ctx, Handler, Message, Request, SendStatus, Stats,
 };
 
-use crate::common::{masked_frame, take_frame, take_head, upgrade_request, Frame, ACCEPT};
+use crate::common::{
+    masked_frame, take_frame, take_head, upgrade_request, Frame, TestServer, ACCEPT,
+};
 
 /// Every client socket gets this read and write timeout.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -159,8 +159,7 @@ pub fn config() -> Config {
 pub struct Running {
     pub addr: SocketAddr,
     pub seen: Shared,
-    shutdown: wsreactor::ShutdownHandle,
-    thread: Option<JoinHandle<Stats>>,
+    server: TestServer,
 }
 
 impl Running {
@@ -174,18 +173,11 @@ impl Running {
         handler: H,
         seen: Shared,
     ) -> Running {
-        let mut server = Server::bind(config, handler).expect("bind");
-        let addr = server.local_addr();
-        let shutdown = server.shutdown_handle();
-        let thread = std::thread::spawn(move || {
-            server.run().expect("reactor failed");
-            *server.stats()
-        });
+        let server = TestServer::start(config, handler);
         Running {
-            addr,
+            addr: server.addr,
             seen,
-            shutdown,
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -220,22 +212,8 @@ impl Running {
     }
 
     /// Graceful shutdown; returns the final counters.
-    pub fn stop(mut self) -> Stats {
-        self.shutdown.shutdown();
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("reactor thread panicked")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) -> Stats {
+        self.server.stop()
     }
 }
 
