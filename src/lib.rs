@@ -39,7 +39,7 @@ mod stats;
 mod transport;
 pub mod utf8;
 
-pub use config::{Config, ConfigError, Error};
+pub use config::{Config, ConfigError, Error, TlsError, TlsFiles};
 
 pub use connection::{Conn, Ctx, Fanout};
 pub use handler::{

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::{Config, Server};
+use wsreactor::{Config, Server, TlsFiles};
 use wsreactor_server::app::{self, App};
 use wsreactor_server::static_files::StaticFiles;
 
@@ -87,6 +87,13 @@ struct Args {
     /// echo whole messages).
     #[arg(long, value_name = "BYTES", default_value_t = app::DEFAULT_STREAM_FROM)]
     stream_from: u64,
+    /// Serve TLS (wss:// and the page over https://) with this certificate chain (PEM, leaf
+    /// first) on the same port; needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -115,6 +122,13 @@ impl Args {
             // Not an option: the library's default. Every field is listed (no `..`), so a new
             // one in `Config` is a compile error here until it gets an option or a line.
             abort_on_panic: Config::default().abort_on_panic,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -163,7 +177,15 @@ fn main() -> ExitCode {
     eprintln!("wsreactor: listening on {}", server.local_addr());
     match server.handler().files().root() {
         Some(root) => eprintln!("wsreactor: serving {} over HTTP", root.display()),
-        None => eprintln!("wsreactor: demo page at http://{}/", server.local_addr()),
+        None => eprintln!(
+            "wsreactor: demo page at {}://{}/",
+            if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            server.local_addr()
+        ),
     }
     let result = server.run();
     let stats = server.stats();

@@ -157,6 +157,15 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+        // What the transport holds of its own (TLS records, handshake messages): written
+        // even when the connection had nothing, as after a TLS handshake message arrived.
+        let mut flushed = true;
+        if !failed {
+            match transport.flush() {
+                Ok(all) => flushed = all,
+                Err(_) => failed = true,
+            }
+        }
         if resumed && !slot.queued {
             slot.queued = true;
             ready.push(key);
@@ -165,7 +174,9 @@ impl<H: Handler> Server<H> {
             slot.handshaking = false;
             *pending_handshakes -= 1;
         }
-        let mut done = conn.is_done();
+        // A finished connection waits for its transport's last bytes too (a writable edge
+        // or, failing that, its close deadline: see `sweep_deadlines`).
+        let mut done = conn.is_done() && (flushed || failed);
         if failed || resumed {
             self.lend(key, |conn, transport, lent| {
                 let mut env = lent.env(transport);
@@ -202,7 +213,9 @@ impl<H: Handler> Server<H> {
         conn.abort(cause, &mut env);
         conn.release(&mut self.shared.pool);
         // Dropping the transport closes the socket, which also removes it from the epoll set.
-        drop(slot.transport);
+        let mut transport = slot.transport.into_inner();
+        transport.close();
+        drop(transport);
         if self.accept_paused {
             self.accept_paused = false;
             self.listener_ready = true;
@@ -295,6 +308,13 @@ impl<H: Handler> Server<H> {
                 conn.handle_timeout(&mut lent.env(transport))
             });
             self.flush(key);
+            // Timed out and finished, but its transport still holds bytes the peer does not
+            // read: no longer waited for.
+            if let Some(slot) = self.slots.get_mut(key) {
+                if slot.conn.get_mut().is_done() {
+                    self.remove(key, CloseCause::Timeout);
+                }
+            }
         }
         self.expired = expired;
     }

@@ -55,6 +55,11 @@ impl Transport for PlainTcp {
     }
 
     #[inline]
+    fn flush(&mut self) -> io::Result<bool> {
+        Ok(true) // nothing of its own
+    }
+
+    #[inline]
     fn transmitter(&self) -> Option<&dyn Transmit> {
         Some(self)
     }
