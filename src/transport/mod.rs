@@ -25,7 +25,7 @@ pub(crate) enum SlotTransport {
 }
 
 impl Transport for SlotTransport {
-    #[inline]
+    #[inline(always)]
     fn source(&mut self) -> &mut mio::net::TcpStream {
         match self {
             SlotTransport::Plain(t) => t.source(),
@@ -33,7 +33,7 @@ impl Transport for SlotTransport {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             SlotTransport::Plain(t) => t.read(buf),
@@ -41,7 +41,7 @@ impl Transport for SlotTransport {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         match self {
             SlotTransport::Plain(t) => t.read_into(buf, max),
@@ -49,7 +49,7 @@ impl Transport for SlotTransport {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         match self {
             SlotTransport::Plain(t) => t.write(bytes),
@@ -57,7 +57,7 @@ impl Transport for SlotTransport {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn flush(&mut self) -> io::Result<bool> {
         match self {
             SlotTransport::Plain(_) => Ok(true),
@@ -65,7 +65,7 @@ impl Transport for SlotTransport {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn transmitter(&self) -> Option<&dyn Transmit> {
         match self {
             SlotTransport::Plain(t) => t.transmitter(),

@@ -115,10 +115,12 @@ impl Transport for TlsTcp {
         &mut self.stream
     }
 
+    #[inline(never)] // kept out of the reactor's loop: the plain path stays small
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.fill(buf)
     }
 
+    #[inline(never)] // kept out of the reactor's loop: the plain path stays small
     fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let mut total = 0;
         while total < max {
@@ -145,6 +147,7 @@ impl Transport for TlsTcp {
     /// Encrypts from `bytes` as much as fits under [`SEND_LIMIT`] (one record per 16 KiB,
     /// not one per call) and writes the records, repeating until all of `bytes` is taken or
     /// the socket would block. Fewer bytes than offered therefore means the socket is full.
+    #[inline(never)] // kept out of the reactor's loop: the plain path stays small
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let mut taken = 0;
         loop {
@@ -164,6 +167,7 @@ impl Transport for TlsTcp {
         }
     }
 
+    #[inline(never)] // kept out of the reactor's loop: the plain path stays small
     fn flush(&mut self) -> io::Result<bool> {
         self.write_records()
     }
