@@ -4,6 +4,7 @@
 //! binary's job, in `server/src/main.rs`) and holds no runtime state.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::deflate::Compression;
@@ -87,6 +88,9 @@ pub struct Config {
     pub compression_threshold: usize,
     /// zlib compression level for what we send, 1 (fastest) to 9 (smallest). Default 1.
     pub compression_level: u32,
+    /// Serve TLS (`wss://`, and `https://` for plain HTTP) with this certificate and key
+    /// instead of plain TCP, on the same port. `None`: plain TCP. Default `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The policy for a subscriber that does not keep up with what is published to it.
@@ -102,6 +106,16 @@ pub enum SlowSubscriber {
     /// does not.
     #[default]
     Close,
+}
+
+/// Where a TLS server's certificate chain and private key are: PEM files, read once by
+/// [`Server::bind`](crate::Server::bind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`CERTIFICATE` sections).
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -133,6 +147,7 @@ impl Default for Config {
             compression: Compression::Off,
             compression_threshold: 256,
             compression_level: 1,
+            tls: None,
         }
     }
 }
@@ -197,13 +212,50 @@ pub enum Error {
     Config(ConfigError),
     /// The listener could not be bound or the poll set up.
     Io(std::io::Error),
+    /// The TLS certificate or key is missing, unreadable, malformed or does not match.
+    Tls(TlsError),
 }
+
+/// Why the TLS certificate and key could not be used: which file, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError {
+    path: PathBuf,
+    problem: String,
+}
+
+impl TlsError {
+    pub(crate) fn new(path: &Path, problem: impl Into<String>) -> Self {
+        TlsError {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The file at fault.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What is wrong with it.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS: {}: {}", self.path.display(), self.problem)
+    }
+}
+
+impl std::error::Error for TlsError {}
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
             Error::Io(e) => write!(f, "{e}"),
+            Error::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -213,6 +265,7 @@ impl std::error::Error for Error {
         match self {
             Error::Config(e) => Some(e),
             Error::Io(e) => Some(e),
+            Error::Tls(e) => Some(e),
         }
     }
 }

@@ -53,7 +53,7 @@ mod transport;
 #[doc(hidden)]
 pub mod utf8;
 
-pub use config::{Config, ConfigError, Error, SlowSubscriber};
+pub use config::{Config, ConfigError, Error, SlowSubscriber, TlsError, TlsFiles};
 
 pub use connection::{Conn, Ctx, Fanout};
 pub use deflate::Compression;

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-
-use wsreactor::{Compression, Config, Server, SlowSubscriber};
+use wsreactor::{Compression, Config, Server, SlowSubscriber, TlsFiles};
 use wsreactor_server::app::{self, App};
 use wsreactor_server::static_files::StaticFiles;
 
@@ -113,6 +112,13 @@ struct Args {
     /// zlib level for what is sent, 1 (fastest) to 9 (smallest).
     #[arg(long, default_value_t = Config::default().compression_level)]
     compression_level: u32,
+    /// Serve TLS (wss:// and the page over https://) with this certificate chain (PEM, leaf
+    /// first) on the same port; needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `--slow-subscriber`, as the command line spells [`SlowSubscriber`].
@@ -185,6 +191,13 @@ impl Args {
             },
             compression_threshold: self.compression_threshold,
             compression_level: self.compression_level,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -233,7 +246,15 @@ fn main() -> ExitCode {
     eprintln!("wsreactor: listening on {}", server.local_addr());
     match server.handler().files().root() {
         Some(root) => eprintln!("wsreactor: serving {} over HTTP", root.display()),
-        None => eprintln!("wsreactor: demo page at http://{}/", server.local_addr()),
+        None => eprintln!(
+            "wsreactor: demo page at {}://{}/",
+            if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            server.local_addr()
+        ),
     }
     let result = server.run();
     let stats = server.stats();

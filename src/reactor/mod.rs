@@ -5,6 +5,10 @@
 //! until a short read (or a budget), lets the connection handle the bytes in place in one shared
 //! read buffer, then writes everything the connection queued with a single `write`.
 //!
+//! A listener configured for TLS gives every connection a TLS transport; the loop is the
+//! same, except that a transport may hold bytes of its own to write (handshake messages,
+//! records the socket did not take), which every flush writes too.
+//!
 //! Sockets are registered once for both READABLE and WRITABLE, edge-triggered: that costs no
 //! `epoll_ctl` per message, and a writable edge only arrives after a write hit a full socket
 //! buffer, which is exactly when a flush has to resume.
@@ -25,7 +29,7 @@ use crate::connection::{Connection, Ctx, Env, Peers, Shared};
 use crate::frame::close_code;
 use crate::handler::{CloseCause, ConnId, Handler};
 use crate::stats::Stats;
-use crate::transport::{PlainTcp, SlotTransport, Transport};
+use crate::transport::{PlainTcp, SlotTransport, TlsTcp, Transport};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -47,6 +51,8 @@ pub struct Server<H: Handler> {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// Set when the listener serves TLS: the configuration every TLS connection shares.
+    tls: Option<Arc<rustls::ServerConfig>>,
     slots: Slab<Slot>,
     /// Handler, configuration, buffer pool, counters and clock: what connections borrow.
     shared: Shared<H>,
@@ -87,6 +93,12 @@ impl<H: Handler> Server<H> {
     /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
     pub fn bind(config: Config, handler: H) -> Result<Self, Error> {
         config.validate()?;
+        let tls = match &config.tls {
+            Some(files) => {
+                Some(crate::transport::server_config(&files.cert, &files.key).map_err(Error::Tls)?)
+            }
+            None => None,
+        };
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -99,6 +111,7 @@ impl<H: Handler> Server<H> {
             poll,
             listener: Some(listener),
             local_addr,
+            tls,
             // Reserved up front: pages never touched are never resident, and the slab then
             // never doubles (and copies) under a connection storm.
             slots: Slab::with_capacity(config.max_connections),
@@ -246,7 +259,13 @@ impl<H: Handler> Server<H> {
                 continue; // dropped: too many connections still silent
             }
             let _ = stream.set_nodelay(true);
-            let mut transport = PlainTcp::new(stream);
+            let mut transport = match &self.tls {
+                None => SlotTransport::Plain(PlainTcp::new(stream)),
+                Some(config) => match TlsTcp::new(stream, Arc::clone(config)) {
+                    Ok(tls) => SlotTransport::Tls(Box::new(tls)),
+                    Err(_) => continue, // dropped: rustls could not start a session
+                },
+            };
             let entry = self.slots.vacant_entry();
             let key = entry.key();
             if self

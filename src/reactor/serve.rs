@@ -61,56 +61,19 @@ impl<H: Handler> Server<H> {
             lent: Some(key),
             dirty,
         };
-        let mut drained = false;
-        for _ in 0..READ_BUDGET {
-            if !conn.wants_read() {
-                drained = true; // reading resumes (and is re-queued) when output drains
-                break;
-            }
-            let outcome = if let Some((buf, room)) = conn.direct_read_target() {
-                transport.read_into(buf, room).map(|n| {
-                    if n > 0 {
-                        let mut env = shared.env(id, transport.transmitter(), &mut peers);
-                        conn.handle_direct_input(n, &mut env);
-                    }
-                    (n, n < room)
-                })
-            } else {
-                transport.read(scratch).map(|n| {
-                    if n > 0 {
-                        let mut env = shared.env(id, transport.transmitter(), &mut peers);
-                        conn.handle_input(&mut scratch[..n], &mut env);
-                    }
-                    // Fewer bytes than asked for: the socket was empty at that moment, and
-                    // new data raises a new edge, so the read that would say WouldBlock is
-                    // skipped.
-                    (n, n < scratch.len())
-                })
-            };
-            match outcome {
-                Ok((0, _)) => {
-                    conn.handle_eof(&mut shared.env(id, transport.transmitter(), &mut peers));
-                    drained = true;
-                    break;
-                }
-                Ok((_, short)) if short && !peer_closed => {
-                    drained = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    let mut env = shared.env(id, transport.transmitter(), &mut peers);
-                    conn.abort(CloseCause::Io, &mut env);
-                    drained = true;
-                    break;
-                }
-            }
-        }
+        // One loop for every kind of transport, so that the connection's input handling has
+        // one call site and stays inlined here (with a copy of the loop per kind it was no
+        // longer inlined, and a plain message cost more: callgrind); the kind is a branch per
+        // read, and TLS's own code stays out of line.
+        let drained = read_budget(
+            conn,
+            transport,
+            shared,
+            scratch,
+            &mut peers,
+            id,
+            peer_closed,
+        );
         if !drained {
             if let Some(slot) = slots.get_mut(key) {
                 if !slot.queued {
@@ -135,25 +98,16 @@ impl<H: Handler> Server<H> {
         let Some(slot) = slots.get_mut(key) else {
             return;
         };
-        let mut resumed = false;
-        let mut failed = false;
         let (conn, transport) = (slot.conn.get_mut(), slot.transport.get_mut());
-        while conn.pending_output() > 0 {
-            let pending = conn.output();
-            let total = pending.len();
-            match transport.write(pending) {
-                Ok(n) => {
-                    shared.stats.bytes_out += n as u64;
-                    resumed |= conn.wrote(n, &shared.config, &mut shared.pool);
-                    if n < total {
-                        break; // the socket buffer is full: a writable edge will follow
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
+        let (mut resumed, mut failed) = write_out(conn, transport, shared);
+        // What a TLS transport holds of its own (records, handshake messages): written even
+        // when the connection had nothing, as after a handshake message arrived.
+        let mut flushed = true;
+        if let SlotTransport::Tls(tls) = transport {
+            if !failed {
+                match tls.flush() {
+                    Ok(all) => flushed = all,
+                    Err(_) => failed = true,
                 }
             }
         }
@@ -167,7 +121,9 @@ impl<H: Handler> Server<H> {
             slot.queued = true;
             ready.push(key);
         }
-        let mut done = conn.is_done();
+        // A finished connection waits for its transport's last bytes too (a writable edge
+        // or, failing that, its close deadline: see `sweep_deadlines`).
+        let mut done = conn.is_done() && (flushed || failed);
         if failed || resumed {
             self.lend(key, |conn, transport, lent| {
                 let mut env = lent.env(transport);
@@ -204,7 +160,9 @@ impl<H: Handler> Server<H> {
         conn.abort(cause, &mut env);
         conn.release(&mut self.shared.pool);
         // Dropping the transport closes the socket, which also removes it from the epoll set.
-        drop(slot.transport);
+        let mut transport = slot.transport.into_inner();
+        transport.close();
+        drop(transport);
         if self.accept_paused {
             self.accept_paused = false;
             self.listener_ready = true;
@@ -297,6 +255,13 @@ impl<H: Handler> Server<H> {
                 conn.handle_timeout(&mut lent.env(transport))
             });
             self.flush(key);
+            // Timed out and finished, but its transport still holds bytes the peer does not
+            // read: no longer waited for.
+            if let Some(slot) = self.slots.get_mut(key) {
+                if slot.conn.get_mut().is_done() {
+                    self.remove(key, CloseCause::Timeout);
+                }
+            }
         }
         self.expired = expired;
     }
@@ -327,4 +292,102 @@ impl<H: Handler> Server<H> {
             self.remove(key, CloseCause::Timeout);
         }
     }
+}
+
+/// Reads one connection until a short read, the end, an error or the read budget, and feeds
+/// the connection: whether the socket was drained (no further edge is owed a read).
+#[inline(always)]
+fn read_budget<T: Transport, H: Handler>(
+    conn: &mut Connection,
+    transport: &mut T,
+    shared: &mut Shared<H>,
+    scratch: &mut [u8],
+    peers: &mut SlabPeers<'_>,
+    id: ConnId,
+    peer_closed: bool,
+) -> bool {
+    let mut drained = false;
+    for _ in 0..READ_BUDGET {
+        if !conn.wants_read() {
+            drained = true; // reading resumes (and is re-queued) when output drains
+            break;
+        }
+        let outcome = if let Some((buf, room)) = conn.direct_read_target() {
+            transport.read_into(buf, room).map(|n| {
+                if n > 0 {
+                    let mut env = shared.env(id, transport.transmitter(), peers);
+                    conn.handle_direct_input(n, &mut env);
+                }
+                (n, n < room)
+            })
+        } else {
+            transport.read(scratch).map(|n| {
+                if n > 0 {
+                    let mut env = shared.env(id, transport.transmitter(), peers);
+                    conn.handle_input(&mut scratch[..n], &mut env);
+                }
+                // Fewer bytes than asked for: the socket was empty at that moment, and
+                // new data raises a new edge, so the read that would say WouldBlock is
+                // skipped.
+                (n, n < scratch.len())
+            })
+        };
+        match outcome {
+            Ok((0, _)) => {
+                conn.handle_eof(&mut shared.env(id, transport.transmitter(), peers));
+                drained = true;
+                break;
+            }
+            Ok((_, short)) if short && !peer_closed => {
+                drained = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                drained = true;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                let mut env = shared.env(id, transport.transmitter(), peers);
+                conn.abort(CloseCause::Io, &mut env);
+                drained = true;
+                break;
+            }
+        }
+    }
+    drained
+}
+
+/// Writes the connection's output through `transport` until it is all written or the socket
+/// is full: whether the backlog fell to its low water (`resumed`) and whether the socket
+/// failed.
+#[inline(always)]
+fn write_out<T: Transport, H>(
+    conn: &mut Connection,
+    transport: &mut T,
+    shared: &mut Shared<H>,
+) -> (bool, bool) {
+    let mut resumed = false;
+    let mut failed = false;
+    while conn.pending_output() > 0 {
+        let pending = conn.output();
+        let total = pending.len();
+        match transport.write(pending) {
+            Ok(n) => {
+                shared.stats.bytes_out += n as u64;
+                resumed |= conn.wrote(n, &shared.config, &mut shared.pool);
+                if n < total {
+                    break; // the socket buffer is full: a writable edge will follow
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    (resumed, failed)
 }

@@ -29,7 +29,7 @@ impl Transport for PlainTcp {
         &mut self.stream
     }
 
-    #[inline]
+    #[inline(always)]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.stream).read(buf)
     }
@@ -49,12 +49,17 @@ impl Transport for PlainTcp {
         Ok(n)
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         (&self.stream).write(bytes)
     }
 
-    #[inline]
+    #[inline(always)]
+    fn flush(&mut self) -> io::Result<bool> {
+        Ok(true) // nothing of its own
+    }
+
+    #[inline(always)]
     fn transmitter(&self) -> Option<&dyn Transmit> {
         Some(self)
     }
