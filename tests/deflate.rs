@@ -52,21 +52,7 @@ fn connect(addr: SocketAddr, extensions: Option<&str>) -> (TcpStream, String) {
 
 /// Sends one masked frame with first byte `b0` (FIN, RSV, opcode).
 fn send_frame(stream: &mut TcpStream, b0: u8, payload: &[u8]) {
-    let key = [0x12, 0x34, 0x56, 0x78];
-    let mut frame = vec![b0];
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n < 65536 => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    let frame = common::masked_frame_from_first_byte(b0, [0x12, 0x34, 0x56, 0x78], payload);
     stream.write_all(&frame).unwrap();
 }
 

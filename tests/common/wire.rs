@@ -23,8 +23,13 @@ pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A client frame masked with `key`.
 pub fn masked_frame_with_key(fin: bool, opcode: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    masked_frame_from_first_byte(u8::from(fin) << 7 | opcode, key, payload)
+}
+
+/// A masked frame whose first byte (FIN, RSV1-3, opcode) is given whole.
+pub fn masked_frame_from_first_byte(first: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 14);
-    frame.push(u8::from(fin) << 7 | opcode);
+    frame.push(first);
     match payload.len() {
         n if n < 126 => frame.push(0x80 | n as u8),
         n if n <= 0xffff => {
