@@ -188,9 +188,10 @@ fn deliver(peers: &mut dyn Peers, id: ConnId, frame: &[u8], reach: &mut Reach<'_
     let Some(conn) = peers.peer(id) else {
         return Delivery::Skipped;
     };
-    if conn.pending_output() + frame.len() > reach.config.max_subscriber_backlog {
-        peers.write_now(id, reach.pool, reach.stats);
+    if conn.pending_output() + frame.len() <= reach.config.max_subscriber_backlog {
+        return conn.send_published(frame, reach); // the common case: one lookup
     }
+    peers.write_now(id, reach.pool, reach.stats);
     match peers.peer(id) {
         Some(conn) => conn.send_published(frame, reach),
         None => Delivery::Skipped,
