@@ -48,6 +48,7 @@ mod reactor;
 #[doc(hidden)]
 pub mod sans_io;
 mod stats;
+mod threads;
 mod topics;
 mod transport;
 #[doc(hidden)]
@@ -65,4 +66,5 @@ pub use handshake::Request;
 pub use http::Response;
 pub use reactor::{Server, ServerHandle, ShutdownHandle, Stopped};
 pub use stats::Stats;
+pub use threads::{MultiServer, Publisher};
 pub use topics::{Published, TopicError};

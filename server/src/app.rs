@@ -22,7 +22,7 @@ use wsreactor::{
     Close, Conn, ConnId, Ctx, Handler, Message, MessagePart, Request, Response, SendStatus, Stats,
 };
 
-use crate::rooms::{room_name, Rooms};
+use crate::rooms::{room_name, RoomCounts, Rooms};
 use crate::static_files::StaticFiles;
 
 /// Rooms listed in each stats push (the largest first).
@@ -172,6 +172,12 @@ impl App {
     /// (`None`: assembles every message and echoes it whole).
     pub fn with_stream_from(mut self, bytes: Option<u64>) -> Self {
         self.stream_from = bytes;
+        self
+    }
+
+    /// Counts room members in `counts`, which the apps of the other reactor threads share.
+    pub fn with_room_counts(mut self, counts: RoomCounts) -> Self {
+        self.rooms = Rooms::counting_in(counts);
         self
     }
 

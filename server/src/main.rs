@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::{Compression, Config, Server, SlowSubscriber, TlsFiles};
+use wsreactor::{Compression, Config, MultiServer, SlowSubscriber, TlsFiles};
 use wsreactor_server::app::{self, App};
+use wsreactor_server::rooms::RoomCounts;
 use wsreactor_server::static_files::StaticFiles;
 
 /// Milliseconds between stats pushes unless `--stats-interval-ms` says otherwise: the one
 /// default that is the binary's own (the library's `Config::tick_interval` is off by default).
 const DEFAULT_STATS_INTERVAL_MS: u64 = 1_000;
 
-/// A WebSocket echo server on one mio reactor thread. Plain HTTP on the same port serves a
+/// A WebSocket echo server: one mio reactor per thread. Plain HTTP on the same port serves a
 /// live demo page; a WebSocket on /stats receives the server's figures every interval.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -28,6 +29,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value_t = Config::default().listen)]
     listen: SocketAddr,
+    /// Reactor threads, each with its own listener on the address (SO_REUSEPORT); 0: one per
+    /// core this process may run on (its CPU affinity: `taskset -c 1` means one).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Most connections held at once (any state).
     #[arg(long, default_value_t = Config::default().max_connections)]
     max_connections: usize,
@@ -220,22 +225,27 @@ fn main() -> ExitCode {
             }
         },
     };
-    let app = App::new(files, args.stats_interval_ms)
-        .with_stream_from((args.stream_from > 0).then_some(args.stream_from));
-    let mut server = match Server::bind(args.config(), app) {
+    let counts = RoomCounts::default();
+    let make_app = |_thread| {
+        App::new(files.clone(), args.stats_interval_ms)
+            .with_stream_from((args.stream_from > 0).then_some(args.stream_from))
+            .with_room_counts(counts.clone())
+    };
+    let server = match MultiServer::bind(args.config(), args.threads, make_app) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("wsreactor: cannot start on {}: {e}", args.listen);
             return ExitCode::FAILURE;
         }
     };
-    // No signal thread: the handler runs on whatever thread the signal interrupts, so the
-    // process stays single-threaded. That matters for speed, not only tidiness: while a process
-    // has a second thread, every doubling of its descriptor table waits for an RCU grace period,
-    // which cut the handshake rate of a freshly started server by 40%.
+    // No signal thread: the handler runs on whatever thread the signal interrupts, so a
+    // one-thread server stays a single-threaded process. That matters for speed, not only
+    // tidiness: while a process has a second thread, every doubling of its descriptor table
+    // waits for an RCU grace period, which cut the handshake rate of a freshly started server
+    // by 40% (`MultiServer` grows the table before its second thread starts, for that reason).
     for signal in [SIGINT, SIGTERM] {
         let shutdown = server.shutdown_handle();
-        // SAFETY: the action only stores an atomic flag and writes to an eventfd
+        // SAFETY: the action only stores an atomic flag and writes to eventfds
         // (`ShutdownHandle::shutdown`), both async-signal-safe: no allocation, no lock.
         let registered =
             unsafe { signal_hook::low_level::register(signal, move || shutdown.shutdown()) };
@@ -243,8 +253,12 @@ fn main() -> ExitCode {
             eprintln!("wsreactor: no handler for signal {signal}: {e}");
         }
     }
+    let threads = server.threads();
+    let plural = if threads == 1 { "" } else { "s" };
+    // Tests and scripts read the address from the end of this line.
     eprintln!("wsreactor: listening on {}", server.local_addr());
-    match server.handler().files().root() {
+    eprintln!("wsreactor: {threads} reactor thread{plural}");
+    match files.root() {
         Some(root) => eprintln!("wsreactor: serving {} over HTTP", root.display()),
         None => eprintln!(
             "wsreactor: demo page at {}://{}/",
@@ -256,14 +270,18 @@ fn main() -> ExitCode {
             server.local_addr()
         ),
     }
-    let result = server.run();
-    let stats = server.stats();
-    eprintln!(
-        "wsreactor: stopped after {} connections, {} messages in, {} out",
-        stats.opened, stats.messages_in, stats.messages_out
-    );
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match server.run() {
+        Ok(stopped) => {
+            let (opened, messages_in, messages_out) =
+                stopped.iter().map(|s| s.stats()).fold((0, 0, 0), |t, s| {
+                    (t.0 + s.opened, t.1 + s.messages_in, t.2 + s.messages_out)
+                });
+            eprintln!(
+                "wsreactor: stopped after {opened} connections, {messages_in} messages in, \
+                 {messages_out} out"
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("wsreactor: reactor failed: {e}");
             ExitCode::FAILURE

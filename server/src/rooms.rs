@@ -2,11 +2,17 @@
 //! member is published unchanged to every member, the sender included.
 //!
 //! Owns the path rule (which names are rooms) and the member counts the stats push shows.
-//! Delivery is the library's topics ([`wsreactor::Conn::publish`]): this module never sends
-//! to a connection itself.
+//! Delivery is the library's topics ([`wsreactor::Conn::publish`], which reaches the members
+//! on every reactor thread): this module never sends to a connection itself.
+//!
+//! With several reactor threads, each thread's handler has its own [`Rooms`] (who of its
+//! connections is in which room: looked up per message, so never behind a lock) and all of
+//! them share one [`RoomCounts`] (members per room, changed only on join and leave): the way
+//! this server shares application state across threads.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use wsreactor::ConnId;
 
@@ -51,20 +57,49 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Who is in which room, for the member counts.
+/// Members per room, over every reactor thread: cloned into each thread's [`Rooms`].
+#[derive(Debug, Clone, Default)]
+pub struct RoomCounts(Arc<Mutex<HashMap<Box<str>, usize>>>);
+
+impl RoomCounts {
+    fn change(&self, f: impl FnOnce(&mut HashMap<Box<str>, usize>)) {
+        // A panic elsewhere while the lock was held leaves counts that are still counts.
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Up to `most` rooms with the most members (ties by name), for the stats push.
+    pub fn largest(&self, most: usize) -> Vec<(Box<str>, usize)> {
+        let mut rooms: Vec<(Box<str>, usize)> = Vec::new();
+        self.change(|members| rooms.extend(members.iter().map(|(r, &n)| (r.clone(), n))));
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        rooms.truncate(most);
+        rooms
+    }
+}
+
+/// Who of one thread's connections is in which room.
 #[derive(Debug, Default)]
 pub struct Rooms {
     /// Looked up for every message while any room exists: hashed with a multiply, not SipHash
     /// (ids are the server's own, not chosen by peers).
     member_of: HashMap<ConnId, Box<str>, BuildHasherDefault<IdHasher>>,
-    members: HashMap<Box<str>, usize>,
+    members: RoomCounts,
 }
 
 impl Rooms {
+    /// This thread's rooms, counting members in `counts` (shared with the other threads).
+    pub fn counting_in(counts: RoomCounts) -> Self {
+        Rooms {
+            member_of: HashMap::default(),
+            members: counts,
+        }
+    }
+
     /// `id` joined `room`.
     pub fn join(&mut self, id: ConnId, room: &str) {
         self.member_of.insert(id, room.into());
-        *self.members.entry(room.into()).or_default() += 1;
+        self.members
+            .change(|members| *members.entry(room.into()).or_default() += 1);
     }
 
     /// `id` left (it closed); nothing if it was in no room.
@@ -72,12 +107,14 @@ impl Rooms {
         let Some(room) = self.member_of.remove(&id) else {
             return;
         };
-        if let Some(count) = self.members.get_mut(&room) {
-            *count -= 1;
-            if *count == 0 {
-                self.members.remove(&room);
+        self.members.change(|members| {
+            if let Some(count) = members.get_mut(&room) {
+                *count -= 1;
+                if *count == 0 {
+                    members.remove(&room);
+                }
             }
-        }
+        });
     }
 
     /// The room `id` is in.
@@ -89,12 +126,9 @@ impl Rooms {
         self.member_of.get(&id).map(|r| &**r)
     }
 
-    /// Up to `most` rooms with the most members (ties by name), for the stats push.
-    pub fn largest(&self, most: usize) -> Vec<(&str, usize)> {
-        let mut rooms: Vec<(&str, usize)> = self.members.iter().map(|(r, &n)| (&**r, n)).collect();
-        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        rooms.truncate(most);
-        rooms
+    /// Up to `most` rooms with the most members on every thread (see [`RoomCounts::largest`]).
+    pub fn largest(&self, most: usize) -> Vec<(Box<str>, usize)> {
+        self.members.largest(most)
     }
 }
 

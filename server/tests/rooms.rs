@@ -33,10 +33,14 @@ fn members_of_a_room_see_each_others_messages_and_other_paths_echo() {
     let mut bob = join(&server.addr, "/room/lobby");
     let mut elsewhere = join(&server.addr, "/room/other");
     let mut echo = join(&server.addr, "/");
+    // Order holds per publisher; between two publishers on two reactor threads it is
+    // whichever crossing comes first, so each message is awaited before the next is sent.
     alice.send(Message::text("hi from alice")).unwrap();
-    bob.send(Message::binary(vec![1, 2, 3])).unwrap();
     for member in [&mut alice, &mut bob] {
         assert_eq!(member.read().unwrap(), Message::text("hi from alice"));
+    }
+    bob.send(Message::binary(vec![1, 2, 3])).unwrap();
+    for member in [&mut alice, &mut bob] {
         assert_eq!(member.read().unwrap(), Message::binary(vec![1, 2, 3]));
     }
     echo.send(Message::text("echo")).unwrap();

@@ -11,7 +11,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     pub(super) requested: Arc<AtomicBool>,
-    pub(super) waker: Arc<Waker>,
+    pub(super) wakers: Arc<[Arc<Waker>]>,
 }
 
 impl ShutdownHandle {
@@ -21,8 +21,10 @@ impl ShutdownHandle {
     /// signal handler as well as from another thread.
     pub fn shutdown(&self) {
         self.requested.store(true, Ordering::Release);
-        // A failed wake only delays shutdown until the next timer tick.
-        let _ = self.waker.wake();
+        for waker in self.wakers.iter() {
+            // A failed wake only delays shutdown until the next timer tick.
+            let _ = waker.wake();
+        }
     }
 }
 

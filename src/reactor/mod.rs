@@ -32,7 +32,7 @@ use crate::stats::Stats;
 use crate::transport::{PlainTcp, SlotTransport, TlsTcp, Transport};
 
 const LISTENER: Token = Token(usize::MAX);
-const WAKER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 /// Reads per connection per loop turn before others get their turn.
 const READ_BUDGET: usize = 16;
 /// Accepts per loop turn before connections get their turn.
@@ -45,6 +45,20 @@ mod slot;
 use handles::Work;
 pub use handles::{ServerHandle, ShutdownHandle, Stopped};
 use slot::{Lent, SlabPeers, Slot};
+
+/// What [`Server::assemble`] builds a reactor from.
+pub(crate) struct Parts {
+    pub poll: Poll,
+    pub waker: Arc<Waker>,
+    pub listener: std::net::TcpListener,
+    /// The shutdown flag, one for every reactor of a server.
+    pub requested: Arc<AtomicBool>,
+    pub all_wakers: Arc<[Arc<Waker>]>,
+    /// This reactor's place among `threads`.
+    pub index: usize,
+    pub threads: usize,
+    pub link: Option<crate::threads::Link>,
+}
 
 /// A WebSocket server on one thread.
 pub struct Server<H: Handler> {
@@ -65,6 +79,8 @@ pub struct Server<H: Handler> {
     expired: Vec<usize>,
     pending_handshakes: usize,
     next_generation: u32,
+    /// Threads in the server: the stride between this reactor's generations.
+    generation_step: u32,
     listener_ready: bool,
     accept_paused: bool,
     start: Instant,
@@ -73,6 +89,8 @@ pub struct Server<H: Handler> {
     next_app_tick: Option<u64>,
     requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// Every reactor's waker, for a shutdown handle that stops them all.
+    all_wakers: Arc<[Arc<Waker>]>,
     shutdown_deadline: Option<u64>,
     /// Work handed in by [`ServerHandle`]s, and the sending side they are cloned from.
     inbox: mpsc::Receiver<Work<H>>,
@@ -93,20 +111,54 @@ impl<H: Handler> Server<H> {
     /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
     pub fn bind(config: Config, handler: H) -> Result<Self, Error> {
         config.validate()?;
+        let listener = crate::threads::listen(config.listen, false)?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let parts = Parts {
+            poll,
+            waker: Arc::clone(&waker),
+            listener,
+            requested: Arc::new(AtomicBool::new(false)),
+            all_wakers: Arc::new([waker]),
+            index: 0,
+            threads: 1,
+            link: None,
+        };
+        Server::assemble(config, handler, parts)
+    }
+
+    /// One reactor from its parts: a listener already bound (and, in a [`MultiServer`],
+    /// shared with the other reactors through `SO_REUSEPORT`), a poll with its waker, and
+    /// its place among the other reactors.
+    pub(crate) fn assemble(config: Config, handler: H, parts: Parts) -> Result<Self, Error> {
         let tls = match &config.tls {
             Some(files) => {
                 Some(crate::transport::server_config(&files.cert, &files.key).map_err(Error::Tls)?)
             }
             None => None,
         };
-        let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let Parts {
+            poll,
+            waker,
+            listener,
+            requested,
+            all_wakers,
+            index,
+            threads,
+            link,
+        } = parts;
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let tick_ms = (config.timer_tick().as_millis() as u64).max(1);
         let (outbox, inbox) = mpsc::channel();
+        let mut shared = Shared::new(config, handler);
+        if let Some(link) = link {
+            shared.topics.link(link);
+        }
+        let config = &shared.config;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -120,19 +172,23 @@ impl<H: Handler> Server<H> {
             dirty: Vec::new(),
             expired: Vec::new(),
             pending_handshakes: 0,
-            next_generation: 0,
+            // Generations are this reactor's index plus multiples of the thread count, so a
+            // connection id from one reactor never names a connection of another.
+            next_generation: index as u32,
+            generation_step: threads as u32,
             listener_ready: false,
             accept_paused: false,
             start: Instant::now(),
             tick_ms,
             next_sweep: tick_ms,
             next_app_tick: config.tick_interval.map(|t| t.as_millis() as u64),
-            requested: Arc::new(AtomicBool::new(false)),
+            requested,
             waker,
+            all_wakers,
             shutdown_deadline: None,
             inbox,
             outbox,
-            shared: Shared::new(config, handler),
+            shared,
         })
     }
 
@@ -141,11 +197,12 @@ impl<H: Handler> Server<H> {
         self.local_addr
     }
 
-    /// A handle that stops [`run`](Self::run) gracefully from another thread.
+    /// A handle that stops [`run`](Self::run) gracefully from another thread (in a
+    /// [`MultiServer`], every reactor).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             requested: Arc::clone(&self.requested),
-            waker: Arc::clone(&self.waker),
+            wakers: Arc::clone(&self.all_wakers),
         }
     }
 
@@ -280,7 +337,7 @@ impl<H: Handler> Server<H> {
             {
                 continue;
             }
-            self.next_generation = self.next_generation.wrapping_add(1);
+            self.next_generation = self.next_generation.wrapping_add(self.generation_step);
             entry.insert(Slot {
                 transport: UnsafeCell::new(transport),
                 conn: UnsafeCell::new(Connection::new(self.shared.now, &self.shared.config)),

@@ -223,6 +223,16 @@ impl<H: Handler> Server<H> {
         while let Ok(work) = self.inbox.try_recv() {
             self.with_ctx(|handler, ctx| work(handler, ctx));
         }
+        self.shared.topics.begin_drain();
+        while let Some(carried) = self.shared.topics.next_arrival() {
+            let mut peers = SlabPeers {
+                slots: &self.slots,
+                lent: None,
+                dirty: &mut self.dirty,
+            };
+            let (_, mut ctx) = self.shared.ctx(&mut peers);
+            ctx.deliver_arrival(&carried.topic, &carried.frame);
+        }
     }
 
     /// Calls the handler about no connection in particular, with every connection reachable,

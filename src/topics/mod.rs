@@ -1,6 +1,7 @@
 //! Topics: named sets of connections that a message is published to once.
 //!
-//! Owns the registry of one reactor: which connections subscribe to which topic, the limits on
+//! Owns the registry of one reactor (a publish reaches the other reactors of a
+//! [`MultiServer`](crate::MultiServer) through its [`Link`]): which connections subscribe to which topic, the limits on
 //! names and on topics per connection, and leaving every topic when a connection closes. It
 //! holds ids, never connections, so a stale id (its connection gone, the slot reused) is
 //! skipped by the generation check when a message is delivered. Delivery itself, and the
@@ -16,9 +17,11 @@ use std::collections::HashMap;
 use slab::Slab;
 
 use crate::handler::ConnId;
+use crate::threads::{Carried, Link};
 
 pub(crate) mod publish;
 
+pub(crate) use publish::encode;
 pub use publish::Published;
 
 /// Why a subscription was refused.
@@ -61,6 +64,8 @@ pub(crate) struct Topics {
     of_conn: HashMap<u32, (u32, Vec<u32>)>,
     /// A published message's frame, encoded once per publish (kept for its capacity).
     pub(crate) frame: Vec<u8>,
+    /// The other reactors of a multi-threaded server, which every publish is handed to.
+    link: Option<Link>,
 }
 
 impl Topics {
@@ -149,13 +154,35 @@ impl Topics {
             .map_or(&[], |&index| &self.topics[index].subscribers)
     }
 
-    /// The reusable frame buffer and the subscribers of `name`, borrowed together.
-    pub(crate) fn frame_and_subscribers(&mut self, name: &[u8]) -> (&mut Vec<u8>, &[ConnId]) {
+    /// The reusable frame buffer, the subscribers of `name` and the other threads, borrowed
+    /// together.
+    pub(crate) fn publish_parts(
+        &mut self,
+        name: &[u8],
+    ) -> (&mut Vec<u8>, &[ConnId], Option<&Link>) {
         let subscribers = match self.by_name.get(name) {
             Some(&index) => &self.topics[index].subscribers[..],
             None => &[],
         };
-        (&mut self.frame, subscribers)
+        let others = self.link.as_ref().filter(|link| link.has_others());
+        (&mut self.frame, subscribers, others)
+    }
+
+    /// Joins this reactor's topics to the other reactors of a [`MultiServer`](crate::MultiServer).
+    pub(crate) fn link(&mut self, link: Link) {
+        self.link = Some(link);
+    }
+
+    /// The next message another thread published, if one has arrived (see [`Link`]).
+    pub(crate) fn next_arrival(&self) -> Option<std::sync::Arc<Carried>> {
+        self.link.as_ref()?.next_arrival()
+    }
+
+    /// Clears the wake flag before the arrivals are drained.
+    pub(crate) fn begin_drain(&self) {
+        if let Some(link) = &self.link {
+            link.begin_drain();
+        }
     }
 
     /// How many topics `id` subscribes to.

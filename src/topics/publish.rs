@@ -33,6 +33,10 @@ pub struct Published {
     /// Subscribers skipped: the sender (when left out), closing ones, and ones in the middle
     /// of a message sent in parts.
     pub skipped: usize,
+    /// Other reactor threads the message was handed to ([`MultiServer`](crate::MultiServer)):
+    /// each delivers it to its own subscribers in its next loop turn, under the same policy;
+    /// those deliveries are not counted above.
+    pub threads: usize,
 }
 
 /// The answer for one subscriber.
@@ -55,7 +59,7 @@ impl Published {
 }
 
 /// Encodes `message` as one unmasked frame into `frame` (cleared first).
-fn encode(frame: &mut Vec<u8>, message: Message<'_>) {
+pub(crate) fn encode(frame: &mut Vec<u8>, message: Message<'_>) {
     let (opcode, payload) = match message {
         Message::Text(text) => (OpCode::Text, text.as_bytes()),
         Message::Binary(data) => (OpCode::Binary, data),
@@ -141,44 +145,75 @@ impl<'a> Ctx<'a> {
         self.topics.len()
     }
 
-    /// The publish loop. `own` delivers to the connection a `Conn` is about (which the peers
-    /// do not reach) and returns `None` for any other id.
+    /// The publish path: frame once, hand over to the other threads, deliver here. `own`
+    /// delivers to the connection a `Conn` is about (see [`deliver_all`]).
     pub(crate) fn publish_with(
         &mut self,
         topic: &[u8],
         message: Message<'_>,
         except: Option<ConnId>,
-        mut own: impl FnMut(ConnId, &[u8], &mut Reach<'_>) -> Option<Delivery>,
+        own: impl FnMut(ConnId, &[u8], &mut Reach<'_>) -> Option<Delivery>,
     ) -> Published {
-        let mut published = Published::default();
-        let (frame, subscribers) = self.topics.frame_and_subscribers(topic);
-        if subscribers.is_empty() {
-            return published;
+        let (frame, subscribers, link) = self.topics.publish_parts(topic);
+        if subscribers.is_empty() && link.is_none() {
+            return Published::default();
         }
         encode(frame, message);
         self.stats.publishes += 1;
+        // Handed over first: the other threads deliver while this one copies to its own.
+        let threads = link.map_or(0, |link| link.hand_over(topic, frame));
         let mut reach = Reach {
             pool: &mut *self.pool,
             config: self.config,
             stats: &mut *self.stats,
             now: self.now,
         };
-        for &id in subscribers.iter() {
-            if Some(id) == except {
-                published.skipped += 1;
-                continue;
-            }
-            let delivery = match own(id, frame, &mut reach) {
-                Some(delivery) => delivery,
-                None => match self.peers.as_mut() {
-                    Some(peers) => deliver(&mut **peers, id, frame, &mut reach),
-                    None => Delivery::Skipped,
-                },
-            };
-            published.count(delivery);
-        }
+        let peers = self.peers.as_deref_mut();
+        let mut published = deliver_all(subscribers, frame, except, own, peers, &mut reach);
+        published.threads = threads;
         published
     }
+
+    /// Delivers a frame another reactor published to this one's subscribers of its topic.
+    pub(crate) fn deliver_arrival(&mut self, topic: &[u8], frame: &[u8]) -> Published {
+        let (_, subscribers, _) = self.topics.publish_parts(topic);
+        let mut reach = Reach {
+            pool: &mut *self.pool,
+            config: self.config,
+            stats: &mut *self.stats,
+            now: self.now,
+        };
+        let peers = self.peers.as_deref_mut();
+        deliver_all(subscribers, frame, None, |_, _, _| None, peers, &mut reach)
+    }
+}
+
+/// Queues `frame` to every one of `subscribers` but `except`. `own` delivers to the connection
+/// a `Conn` is about (which the peers do not reach) and returns `None` for any other id.
+fn deliver_all<'p>(
+    subscribers: &[ConnId],
+    frame: &[u8],
+    except: Option<ConnId>,
+    mut own: impl FnMut(ConnId, &[u8], &mut Reach<'_>) -> Option<Delivery>,
+    mut peers: Option<&mut (dyn Peers + 'p)>,
+    reach: &mut Reach<'_>,
+) -> Published {
+    let mut published = Published::default();
+    for &id in subscribers {
+        if Some(id) == except {
+            published.skipped += 1;
+            continue;
+        }
+        let delivery = match own(id, frame, reach) {
+            Some(delivery) => delivery,
+            None => match peers.as_deref_mut() {
+                Some(peers) => deliver(peers, id, frame, reach),
+                None => Delivery::Skipped,
+            },
+        };
+        published.count(delivery);
+    }
+    published
 }
 
 /// Queues `frame` to the subscriber `id`. One whose backlog would pass the limit is first
