@@ -5,7 +5,7 @@
 # the difference of the two totals over the difference of the message counts leaves out
 # start-up, handshakes and shutdown: what remains is the steady-state cost of one message.
 #
-# Usage: load/callgrind.sh [SERVER_BIN...]   (default: target/release/wsreactor and
+# Usage: [SERVER_CPUS=0,1] load/callgrind.sh [SERVER_BIN...]   (default: target/release/wsreactor and
 #        target/release/peer-fastwebsockets; build them, and target/release/wsrload, with
 #        `cargo build --release -p wsreactor-server -p load -p peers`)
 # Traffic goes to 127.0.0.1 only; each run stops by itself.
@@ -23,7 +23,10 @@ trap 'rm -rf "$work"' EXIT
 run() {
     local bin=$1 seconds=$2 port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    valgrind --tool=callgrind --callgrind-out-file="$work/out" "$bin" --listen "127.0.0.1:$port" \
+    # Pinned (SERVER_CPUS, default core 0): wsreactor runs one reactor per CPU it may use, so
+    # this counts the one-thread server unless SERVER_CPUS=0,1 asks for two.
+    taskset -c "${SERVER_CPUS:-0}" \
+        valgrind --tool=callgrind --callgrind-out-file="$work/out" "$bin" --listen "127.0.0.1:$port" \
         >/dev/null 2>"$work/err" &
     local pid=$!
     for _ in $(seq 100); do

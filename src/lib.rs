@@ -1,6 +1,7 @@
 //! # wsreactor
 //!
-//! A WebSocket server (RFC 6455) on one single-threaded `mio` reactor.
+//! A WebSocket server (RFC 6455) on single-threaded `mio` reactors: one ([`Server`]), or one
+//! per core ([`MultiServer`]), sharing nothing on the per-message path.
 //!
 //! ```no_run
 //! use wsreactor::{Config, Conn, Handler, Message, Server};
