@@ -198,7 +198,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// A handle that stops [`run`](Self::run) gracefully from another thread (in a
-    /// [`MultiServer`], every reactor).
+    /// [`MultiServer`](crate::MultiServer), every reactor).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             requested: Arc::clone(&self.requested),
