@@ -1,8 +1,9 @@
 //! A server on several reactor threads, over real sockets: connections spread over the
 //! threads, topics deliver across threads in each publisher's order (from a reactor and from a
 //! thread that is not one), one thread's busy handler does not stall another thread's
-//! connections, a connection id from one thread names nothing on another, and shutdown
-//! reaches every connection.
+//! connections, a publish crosses only to threads with subscribers of its topic, a
+//! connection id from one thread names nothing on another, and shutdown reaches every
+//! connection.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Greets each connection with the index of the thread that serves it; a connection opened
 /// on `/sub` subscribes to [`TOPIC`]. `pub TEXT` publishes TEXT to the topic (the sender left
-/// out), `sleep MS` blocks this thread's reactor, anything else is echoed.
+/// out), `count TEXT` does the same and answers how many other threads it was handed to,
+/// `sub` and `unsub` (un)subscribe, `sleep MS` blocks this thread's reactor, anything else is
+/// echoed.
 struct Probe {
     thread: usize,
     /// Every open connection's id, by thread.
@@ -42,6 +45,18 @@ impl Handler for Probe {
         match message {
             Message::Text(text) if text.starts_with("pub ") => {
                 conn.publish(TOPIC, Message::Text(&text[4..]), false);
+            }
+            Message::Text(text) if text.starts_with("count ") => {
+                let published = conn.publish(TOPIC, Message::Text(&text[6..]), false);
+                let _ = conn.send_text(&format!("threads {}", published.threads));
+            }
+            Message::Text("sub") => {
+                assert_eq!(conn.subscribe(TOPIC), Ok(true));
+                let _ = conn.send_text("subscribed");
+            }
+            Message::Text("unsub") => {
+                assert!(conn.unsubscribe(TOPIC));
+                let _ = conn.send_text("unsubscribed");
             }
             Message::Text(text) if text.starts_with("sleep ") => {
                 let ms = text[6..].parse().unwrap();
@@ -70,6 +85,8 @@ impl Running {
             listen: "127.0.0.1:0".parse().unwrap(),
             max_connections: 8_000,
             max_pending_handshakes: 8_000,
+            // Clients still held at the end do not answer the close: do not wait long.
+            close_timeout: Duration::from_millis(300),
             ..Config::default()
         };
         let ids = Arc::new(Mutex::new(Vec::new()));
@@ -203,6 +220,34 @@ fn topics_deliver_across_threads_in_each_publishers_order() {
     let stopped = server.stop();
     let publishes: u64 = stopped.iter().map(|s| s.stats().publishes).sum();
     assert_eq!(publishes, FROM_REACTOR as u64, "each publish counted once");
+}
+
+#[test]
+fn a_publish_crosses_only_to_threads_with_subscribers() {
+    let server = Running::start();
+    let mut by_thread = server.connect_on_every_thread("/", 1);
+    let mut publisher = by_thread[0].pop().unwrap();
+    let mut member = by_thread[1].pop().unwrap();
+    let mut count = |text: &str| {
+        publisher.send(Ws::text(format!("count {text}"))).unwrap();
+        publisher.read().unwrap().into_text().unwrap().to_string()
+    };
+    assert_eq!(count("nobody"), "threads 0");
+    member.send(Ws::text("sub")).unwrap();
+    assert_eq!(member.read().unwrap(), Ws::text("subscribed"));
+    // Thread 1 announced the topic before it answered, so this publish crosses.
+    assert_eq!(count("one"), "threads 1");
+    assert_eq!(member.read().unwrap(), Ws::text("one"));
+    member.send(Ws::text("unsub")).unwrap();
+    assert_eq!(member.read().unwrap(), Ws::text("unsubscribed"));
+    assert_eq!(count("gone"), "threads 0");
+    member.send(Ws::text("after")).unwrap();
+    assert_eq!(
+        member.read().unwrap(),
+        Ws::text("after"),
+        "nothing else arrived"
+    );
+    server.stop();
 }
 
 #[test]

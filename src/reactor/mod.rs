@@ -245,6 +245,11 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
             self.shared.now = self.start.elapsed().as_millis() as u64;
+            if self.shared.topics.arrived() {
+                // Before any socket: interest another reactor announced before its subscriber
+                // learnt it is subscribed must count for what this turn reads.
+                self.run_handed_work();
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_ready(),

@@ -1,11 +1,21 @@
 //! The reactors of one server, as each of them sees the others: where a published message is
 //! handed so that subscribers on every thread receive it.
 //!
-//! Owns the crossing between threads: per reactor, a channel of published frames, its poll's
-//! waker and a flag that keeps a burst of publishes to one wake. Must not touch a connection:
-//! a frame that crosses is delivered by the receiving reactor, on its thread, to its own
-//! subscribers (`topics::publish`).
+//! Owns the crossing between threads: per reactor, a channel of published frames and topic
+//! interest, its poll's waker and a flag that keeps a burst of crossings to one wake; and, per
+//! reactor, which other reactors have subscribers of which topic, so that a publish crosses
+//! only to the threads that want it. Must not touch a connection: a frame that crosses is
+//! delivered by the receiving reactor, on its thread, to its own subscribers
+//! (`topics::publish`).
+//!
+//! Interest: a reactor announces a topic to every other one when the topic gets its first
+//! local subscriber, and withdraws it when the last one leaves. Each channel is FIFO, so a
+//! reactor's announcements arrive in the order it made them, and a subscriber that has been
+//! told it is subscribed (anything its reactor wrote after the subscribe) is reached by every
+//! publish that another reactor reads after that: a reactor drains its channel at the start
+//! of each loop turn in which the wake flag is set, before it reads any socket.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -20,10 +30,23 @@ pub(crate) struct Carried {
     pub frame: Box<[u8]>,
 }
 
+/// What crosses from one reactor (or a [`Publisher`](crate::Publisher)) to another.
+#[derive(Debug)]
+pub(crate) enum Crossing {
+    /// A message for the receiver's subscribers of its topic.
+    Publish(Arc<Carried>),
+    /// Reactor `from` has subscribers of `topic` now (`wanted`), or no longer has any.
+    Interest {
+        topic: Box<[u8]>,
+        from: usize,
+        wanted: bool,
+    },
+}
+
 /// One reactor as the others reach it.
 #[derive(Debug)]
 struct Member {
-    publishes: mpsc::Sender<Arc<Carried>>,
+    publishes: mpsc::Sender<Crossing>,
     waker: Arc<Waker>,
     /// Set by the first hand-over since the reactor last looked: later ones skip the wake
     /// (an `eventfd` write each), since that reactor is already going to drain its channel.
@@ -36,13 +59,16 @@ pub(crate) struct Group {
     members: Box<[Member]>,
 }
 
-/// What one reactor keeps of its group: the group, its own place in it, and its end of its
-/// channel.
+/// What one reactor keeps of its group: the group, its own place in it, its end of its
+/// channel, and which other reactors want which topic.
 #[derive(Debug)]
 pub(crate) struct Link {
     group: Arc<Group>,
     index: usize,
-    arrivals: mpsc::Receiver<Arc<Carried>>,
+    arrivals: mpsc::Receiver<Crossing>,
+    /// The other reactors with subscribers, by topic (a topic no other reactor wants is
+    /// absent).
+    wanted: HashMap<Box<[u8]>, Vec<u32>>,
 }
 
 impl Group {
@@ -70,6 +96,7 @@ impl Group {
                 group: Arc::clone(&group),
                 index,
                 arrivals,
+                wanted: HashMap::new(),
             })
             .collect();
         (group, links)
@@ -80,39 +107,75 @@ impl Group {
         self.members.len()
     }
 
-    /// Hands `carried` to every reactor but `from`: how many took it (a stopped reactor's
-    /// channel is closed and is skipped).
-    pub(crate) fn hand_over(&self, carried: &Arc<Carried>, from: Option<usize>) -> usize {
-        let mut handed = 0;
-        for (index, member) in self.members.iter().enumerate() {
-            if Some(index) == from || member.publishes.send(Arc::clone(carried)).is_err() {
-                continue;
-            }
-            handed += 1;
-            // SeqCst pairs with the receiver's clear-then-drain in `Link::next_arrival`: a
-            // frame sent before this swap saw `true` is drained after the clear that follows.
-            if !member.wake_pending.swap(true, Ordering::SeqCst) {
-                // A failed wake only delays delivery to the receiver's next timer sweep.
-                let _ = member.waker.wake();
-            }
+    /// Hands `carried` to every reactor: how many took it (a stopped reactor's channel is
+    /// closed and is skipped).
+    pub(crate) fn hand_to_all(&self, carried: &Arc<Carried>) -> usize {
+        (0..self.members.len())
+            .filter(|&to| self.send(to, Crossing::Publish(Arc::clone(carried))))
+            .count()
+    }
+
+    /// Sends `crossing` to reactor `to` and wakes it unless a wake is already owed: whether
+    /// its channel took it.
+    fn send(&self, to: usize, crossing: Crossing) -> bool {
+        let member = &self.members[to];
+        if member.publishes.send(crossing).is_err() {
+            return false;
         }
-        handed
+        // SeqCst pairs with the receiver's clear-then-drain (`Link::begin_drain`): what was
+        // sent before this swap saw `true` is drained after the clear that follows.
+        if !member.wake_pending.swap(true, Ordering::SeqCst) {
+            // A failed wake only delays delivery to the receiver's next timer sweep.
+            let _ = member.waker.wake();
+        }
+        true
     }
 }
 
 impl Link {
-    /// Whether the group has reactors other than this one.
-    pub(crate) fn has_others(&self) -> bool {
-        self.group.len() > 1
+    /// Whether another reactor has subscribers of `topic`.
+    pub(crate) fn wanted_elsewhere(&self, topic: &[u8]) -> bool {
+        !self.wanted.is_empty() && self.wanted.contains_key(topic)
     }
 
-    /// Hands a frame published on this reactor to every other one.
+    /// Hands a frame published on this reactor to every other one with subscribers of
+    /// `topic`: how many took it. Nothing is allocated when none wants it.
     pub(crate) fn hand_over(&self, topic: &[u8], frame: &[u8]) -> usize {
+        let Some(wanting) = self.wanted.get(topic) else {
+            return 0;
+        };
         let carried = Arc::new(Carried {
             topic: topic.into(),
             frame: frame.into(),
         });
-        self.group.hand_over(&carried, Some(self.index))
+        wanting
+            .iter()
+            .filter(|&&to| {
+                self.group
+                    .send(to as usize, Crossing::Publish(Arc::clone(&carried)))
+            })
+            .count()
+    }
+
+    /// Tells every other reactor that this one has subscribers of `topic` now (`wanted`), or
+    /// no longer has any.
+    pub(crate) fn announce(&self, topic: &[u8], wanted: bool) {
+        for to in (0..self.group.len()).filter(|&to| to != self.index) {
+            let interest = Crossing::Interest {
+                topic: topic.into(),
+                from: self.index,
+                wanted,
+            };
+            self.group.send(to, interest);
+        }
+    }
+
+    /// Whether another thread has sent something since the last drain: one load of a flag
+    /// that only changes when something crosses, cheap enough for every loop turn.
+    pub(crate) fn arrived(&self) -> bool {
+        self.group.members[self.index]
+            .wake_pending
+            .load(Ordering::Relaxed)
     }
 
     /// Clears the wake flag: call once before draining with [`next_arrival`](Self::next_arrival).
@@ -122,8 +185,32 @@ impl Link {
             .store(false, Ordering::SeqCst);
     }
 
-    /// The next frame another thread published, if any has arrived.
-    pub(crate) fn next_arrival(&self) -> Option<Arc<Carried>> {
-        self.arrivals.try_recv().ok()
+    /// The next message another thread published, if any has arrived; interest that
+    /// arrives before it is recorded on the way.
+    pub(crate) fn next_arrival(&mut self) -> Option<Arc<Carried>> {
+        loop {
+            match self.arrivals.try_recv().ok()? {
+                Crossing::Publish(carried) => return Some(carried),
+                Crossing::Interest {
+                    topic,
+                    from,
+                    wanted,
+                } => self.record(topic, from as u32, wanted),
+            }
+        }
+    }
+
+    fn record(&mut self, topic: Box<[u8]>, from: u32, wanted: bool) {
+        if wanted {
+            let wanting = self.wanted.entry(topic).or_default();
+            if !wanting.contains(&from) {
+                wanting.push(from);
+            }
+        } else if let Some(wanting) = self.wanted.get_mut(&topic) {
+            wanting.retain(|&t| t != from);
+            if wanting.is_empty() {
+                self.wanted.remove(&topic);
+            }
+        }
     }
 }

@@ -35,8 +35,9 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// each new connection to one of them, and the connection stays on that thread for its life.
 /// Nothing is shared on the per-message path. A publish on any thread reaches the subscribers
 /// on every thread (framed once, then handed to each other reactor through a channel and its
-/// poll's waker), under the same slow-subscriber policy, in the order each publisher
-/// published; [`Publisher`] publishes from threads that are not reactors.
+/// poll's waker, to the reactors that have subscribers of the topic), under the same
+/// slow-subscriber policy, in the order each publisher published; [`Publisher`] publishes
+/// from threads that are not reactors.
 ///
 /// Application state the threads must share is the application's to share: give each
 /// handler an `Arc` of it from the factory (a `Mutex` for what changes on open and close, an
@@ -218,7 +219,7 @@ impl Publisher {
             topic: topic.into(),
             frame: frame.into_boxed_slice(),
         });
-        self.group.hand_over(&carried, None)
+        self.group.hand_to_all(&carried)
     }
 }
 

@@ -64,7 +64,8 @@ pub(crate) struct Topics {
     of_conn: HashMap<u32, (u32, Vec<u32>)>,
     /// A published message's frame, encoded once per publish (kept for its capacity).
     pub(crate) frame: Vec<u8>,
-    /// The other reactors of a multi-threaded server, which every publish is handed to.
+    /// The other reactors of a multi-threaded server, which a publish is handed to when they
+    /// have subscribers of its topic.
     link: Option<Link>,
 }
 
@@ -99,6 +100,9 @@ impl Topics {
                 subscribers: Vec::new(),
             });
             self.by_name.insert(name.into(), index);
+            if let Some(link) = &self.link {
+                link.announce(name, true);
+            }
             index
         });
         self.topics[index].subscribers.push(id);
@@ -154,8 +158,8 @@ impl Topics {
             .map_or(&[], |&index| &self.topics[index].subscribers)
     }
 
-    /// The reusable frame buffer, the subscribers of `name` and the other threads, borrowed
-    /// together.
+    /// The reusable frame buffer, the subscribers of `name` and (when another thread has
+    /// subscribers of it) the link to the other threads, borrowed together.
     pub(crate) fn publish_parts(
         &mut self,
         name: &[u8],
@@ -164,7 +168,10 @@ impl Topics {
             Some(&index) => &self.topics[index].subscribers[..],
             None => &[],
         };
-        let others = self.link.as_ref().filter(|link| link.has_others());
+        let others = self
+            .link
+            .as_ref()
+            .filter(|link| link.wanted_elsewhere(name));
         (&mut self.frame, subscribers, others)
     }
 
@@ -174,8 +181,14 @@ impl Topics {
     }
 
     /// The next message another thread published, if one has arrived (see [`Link`]).
-    pub(crate) fn next_arrival(&self) -> Option<std::sync::Arc<Carried>> {
-        self.link.as_ref()?.next_arrival()
+    pub(crate) fn next_arrival(&mut self) -> Option<std::sync::Arc<Carried>> {
+        self.link.as_mut()?.next_arrival()
+    }
+
+    /// Whether another thread sent this reactor something since it last drained.
+    #[inline]
+    pub(crate) fn arrived(&self) -> bool {
+        self.link.as_ref().is_some_and(Link::arrived)
     }
 
     /// Clears the wake flag before the arrivals are drained.
@@ -210,6 +223,9 @@ impl Topics {
         if topic.subscribers.is_empty() {
             let topic = self.topics.remove(index);
             self.by_name.remove(&topic.name);
+            if let Some(link) = &self.link {
+                link.announce(&topic.name, false);
+            }
         }
     }
 }
