@@ -46,9 +46,11 @@ mod handle;
 mod http_phase;
 mod reader;
 mod sender;
+mod shed;
 mod transform;
 
 use handle::guard;
+pub(crate) use shed::Shed;
 pub(crate) use handle::handler_panicked;
 pub use handle::{Conn, Ctx, Fanout};
 use sender::FrameHead;

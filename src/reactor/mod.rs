@@ -24,6 +24,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::budget::{MemoryBudget, TLS_CONNECTION_ESTIMATE};
 use crate::config::{Config, Error};
 use crate::connection::{Connection, Ctx, Env, Peers, Shared};
 use crate::frame::close_code;
@@ -40,6 +41,7 @@ const ACCEPT_BUDGET: usize = 256;
 
 mod handles;
 mod serve;
+mod shed;
 mod slot;
 
 use handles::Work;
@@ -77,6 +79,8 @@ pub struct Server<H: Handler> {
     /// Work handed in by [`ServerHandle`]s, and the sending side they are cloned from.
     inbox: mpsc::Receiver<Work<H>>,
     outbox: mpsc::Sender<Work<H>>,
+    /// What the memory budget's shedding keeps between loop turns.
+    shedding: shed::Shedding,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -92,6 +96,18 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
 impl<H: Handler> Server<H> {
     /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
     pub fn bind(config: Config, handler: H) -> Result<Self, Error> {
+        let budget = MemoryBudget::new(config.max_memory, 1);
+        Self::bind_with_budget(config, handler, &budget, 0)
+    }
+
+    /// Binds reactor `index` of a server whose reactors share `budget` (see
+    /// [`crate::budget`]): each keeps its own account and the budget holds their sum.
+    pub(crate) fn bind_with_budget(
+        config: Config,
+        handler: H,
+        budget: &Arc<MemoryBudget>,
+        index: usize,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let tls = match &config.tls {
             Some(files) => {
@@ -107,6 +123,8 @@ impl<H: Handler> Server<H> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let tick_ms = (config.timer_tick().as_millis() as u64).max(1);
         let (outbox, inbox) = mpsc::channel();
+        let mut shared = Shared::new(config, handler);
+        shared.pool.account = budget.account(index);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -114,8 +132,8 @@ impl<H: Handler> Server<H> {
             tls,
             // Reserved up front: pages never touched are never resident, and the slab then
             // never doubles (and copies) under a connection storm.
-            slots: Slab::with_capacity(config.max_connections),
-            scratch: vec![0; config.read_buffer_size],
+            slots: Slab::with_capacity(shared.config.max_connections),
+            scratch: vec![0; shared.config.read_buffer_size],
             ready: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -126,13 +144,14 @@ impl<H: Handler> Server<H> {
             start: Instant::now(),
             tick_ms,
             next_sweep: tick_ms,
-            next_app_tick: config.tick_interval.map(|t| t.as_millis() as u64),
+            next_app_tick: shared.config.tick_interval.map(|t| t.as_millis() as u64),
             requested: Arc::new(AtomicBool::new(false)),
             waker,
             shutdown_deadline: None,
             inbox,
             outbox,
-            shared: Shared::new(config, handler),
+            shared,
+            shedding: shed::Shedding::default(),
         })
     }
 
@@ -212,6 +231,7 @@ impl<H: Handler> Server<H> {
             }
             self.run_timers();
             self.flush_dirty();
+            self.budget_turn();
         }
     }
 
@@ -237,7 +257,9 @@ impl<H: Handler> Server<H> {
             return;
         };
         for _ in 0..ACCEPT_BUDGET {
-            if self.slots.len() >= self.shared.config.max_connections {
+            if self.slots.len() >= self.shared.config.max_connections
+                || self.shedding.refuses_accept(&mut self.shared)
+            {
                 // Resumed when a slot frees; until then the kernel's backlog holds the rest.
                 self.accept_paused = true;
                 return;
@@ -279,6 +301,9 @@ impl<H: Handler> Server<H> {
                 .is_err()
             {
                 continue;
+            }
+            if let SlotTransport::Tls(_) = transport {
+                self.shared.pool.account.charge(TLS_CONNECTION_ESTIMATE);
             }
             self.next_generation = self.next_generation.wrapping_add(1);
             entry.insert(Slot {
