@@ -280,7 +280,10 @@ mod tests {
         assert!(account.admits_message(80 << 20));
         assert!(!account.admits_message(90 << 20));
         account.charge(89 << 20);
-        assert!(account.admits_message(LITTLE as u64 - 1), "small ones always");
+        assert!(
+            account.admits_message(LITTLE as u64 - 1),
+            "small ones always"
+        );
         assert!(!account.admits_message(2 << 20));
     }
 
@@ -291,7 +294,11 @@ mod tests {
         let mut second = budget.account(1);
         first.charge(GRANULARITY - 1);
         first.sync();
-        assert_eq!(budget.total(), 0, "below the granularity: not yet published");
+        assert_eq!(
+            budget.total(),
+            0,
+            "below the granularity: not yet published"
+        );
         first.charge(60 << 20);
         first.sync();
         second.sync();

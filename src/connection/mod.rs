@@ -50,10 +50,10 @@ mod shed;
 mod transform;
 
 use handle::guard;
-pub(crate) use shed::Shed;
 pub(crate) use handle::handler_panicked;
 pub use handle::{Conn, Ctx, Fanout};
 use sender::FrameHead;
+pub(crate) use shed::Shed;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
