@@ -104,6 +104,10 @@ pub(crate) struct Account {
     others: usize,
     /// Half the budget: from here connections are paused.
     soft: usize,
+    /// While `held - quiet_low < quiet_span` (wrapping), a loop turn owes the budget nothing:
+    /// no publish is due and the level is Normal (see [`quiet`](Self::quiet)).
+    quiet_low: usize,
+    quiet_span: usize,
     limit: usize,
     index: usize,
     shared: Arc<MemoryBudget>,
@@ -124,6 +128,8 @@ impl Account {
             published: 0,
             others: 0,
             soft: limit / 2,
+            quiet_low: 0,
+            quiet_span: 0,
             limit,
             index: index.min(shared.reactors.len() - 1),
             shared,
@@ -134,6 +140,18 @@ impl Account {
     #[inline]
     pub(crate) fn recount(&mut self, busy: &mut Busy) {
         let now = footprint(busy);
+        self.held = self.held - busy.accounted + now;
+        busy.accounted = now;
+    }
+
+    /// As [`recount`](Self::recount), for a box just cleared for the pool: no decompressor.
+    #[inline]
+    pub(crate) fn recount_cleared(&mut self, busy: &mut Busy) {
+        debug_assert!(busy.inflater.is_none());
+        let now = std::mem::size_of::<Busy>()
+            + busy.out.capacity()
+            + busy.message.capacity()
+            + busy.head.capacity();
         self.held = self.held - busy.accounted + now;
         busy.accounted = now;
     }
@@ -171,8 +189,22 @@ impl Account {
         self.limit
     }
 
-    /// Once per loop turn: publishes this reactor's total if it moved by the granularity, and
-    /// reads the others'.
+    /// Whether this loop turn owes the budget nothing: the total moved by less than the
+    /// granularity since it was last published, and it is below half the budget. One
+    /// subtraction and one comparison, on every loop turn.
+    #[inline]
+    pub(crate) fn quiet(&self) -> bool {
+        self.held.wrapping_sub(self.quiet_low) < self.quiet_span
+    }
+
+    /// Makes [`quiet`](Self::quiet) false until the next [`sync`](Self::sync): the reactor
+    /// has something to do at its next turn (connections held back, accepting paused).
+    pub(crate) fn alert(&mut self) {
+        self.quiet_span = 0;
+    }
+
+    /// Once per loop turn unless [`quiet`](Self::quiet): publishes this reactor's total if it
+    /// moved by the granularity, and reads the others'.
     pub(crate) fn sync(&mut self) {
         if self.held.abs_diff(self.published) >= GRANULARITY {
             self.published = self.held;
@@ -189,7 +221,13 @@ impl Account {
                 .filter(|&(i, _)| i != self.index)
                 .map(|(_, slot)| slot.0.load(Ordering::Relaxed))
                 .sum();
+            // The others move without this reactor seeing it: it syncs every turn.
+            self.quiet_span = 0;
+            return;
         }
+        self.quiet_low = self.published.saturating_sub(GRANULARITY - 1);
+        let high = (self.published + GRANULARITY).min(self.soft);
+        self.quiet_span = high.saturating_sub(self.quiet_low);
     }
 
     /// Where the total stands.
@@ -305,6 +343,32 @@ mod tests {
         assert_eq!(second.total(), first.held());
         assert_eq!(second.level(), Level::Pause);
         assert_eq!(budget.total(), first.held());
+    }
+
+    #[test]
+    fn a_turn_is_quiet_only_near_the_published_total_and_below_half() {
+        let budget = MemoryBudget::new(100 << 20, 1);
+        let mut account = budget.account(0);
+        account.sync();
+        assert!(account.quiet());
+        account.charge(GRANULARITY - 1);
+        assert!(account.quiet(), "not yet worth publishing");
+        account.charge(1);
+        assert!(!account.quiet());
+        account.sync();
+        assert_eq!(budget.total(), GRANULARITY);
+        assert!(account.quiet());
+        account.refund(GRANULARITY);
+        assert!(!account.quiet(), "a fall is published too");
+        account.sync();
+        account.charge(50 << 20);
+        account.sync();
+        assert!(!account.quiet(), "from half the budget every turn acts");
+        account.refund(50 << 20);
+        account.sync();
+        assert!(account.quiet());
+        account.alert();
+        assert!(!account.quiet());
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl BusyPool {
         } else {
             self.large_bytes += large;
         }
-        self.account.recount(&mut busy);
+        self.account.recount_cleared(&mut busy);
         self.free.push(busy);
     }
 

@@ -84,6 +84,7 @@ impl<H: Handler> Server<H> {
                     } else {
                         // Read again when the budget allows (`budget_turn`).
                         shared.stats.budget_read_pauses += 1;
+                        shared.pool.account.alert();
                         shedding.held_back.push(key);
                     }
                 }

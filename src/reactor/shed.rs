@@ -59,14 +59,24 @@ impl Shedding {
             self.accept_paused = true;
             shared.stats.budget_accept_pauses += 1;
         }
+        shared.pool.account.alert();
         true
     }
 }
 
 impl<H: Handler> Server<H> {
     /// Once per loop turn: publishes this reactor's total, reads the others', and acts on the
-    /// level. Below half the budget with nothing held back, this is a few comparisons.
+    /// level. Below half the budget, with nothing held back and the total near what was last
+    /// published, this is one comparison.
+    #[inline]
     pub(super) fn budget_turn(&mut self) {
+        if !self.shared.pool.account.quiet() {
+            self.budget_turn_slow();
+        }
+    }
+
+    #[inline(never)]
+    fn budget_turn_slow(&mut self) {
         let account = &mut self.shared.pool.account;
         account.sync();
         let level = account.level();
@@ -95,6 +105,9 @@ impl<H: Handler> Server<H> {
         }
         if self.shedding.accept_paused && level < Level::Refuse {
             self.resume_accepting();
+        }
+        if !self.shedding.held_back.is_empty() || self.shedding.accept_paused {
+            self.shared.pool.account.alert();
         }
     }
 
