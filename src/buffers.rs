@@ -3,7 +3,9 @@
 //! Owns [`Busy`] (the bytes a connection holds between reads: a partial request head, a partial
 //! frame header, a message being assembled, output not yet written) and the pool that recycles
 //! it. An idle connection owns no `Busy` at all, which is what keeps an idle open connection at
-//! a few dozen bytes. This module does not interpret any of the bytes it holds.
+//! a few dozen bytes. Every box counts in its reactor's memory account ([`crate::budget`])
+//! from the moment it is made until it is freed. This module does not interpret any of the
+//! bytes it holds.
 
 use crate::budget::Account;
 use crate::deflate::{Codec, Inflater};
