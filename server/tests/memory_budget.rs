@@ -48,7 +48,7 @@ const PUSH: Duration = Duration::from_secs(6);
 fn start_binary(extra: &[&str]) -> common::Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wsreactor"));
     command
-        .args(["--listen", "127.0.0.1:0", "--stats-interval-ms", "0"])
+        .args(["--listen", "127.0.0.1:0", "--stats-interval-ms", "200"])
         .args(extra);
     common::Process::start(&mut command)
 }
@@ -163,13 +163,22 @@ fn push(peers: &mut [Peer], bytes: &[u8], pid: u32) -> (usize, usize) {
     (most, peers.iter().filter(|p| p.gone).count())
 }
 
-/// Echoes 20 B messages one at a time until `stop`, checking each echo; the round trips.
-fn well_behaved(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Duration> {
+type Client = tungstenite::WebSocket<TcpStream>;
+
+/// A WebSocket client on `path`, open before the crowd comes (from 90% of the budget the
+/// server accepts no one).
+fn client(addr: SocketAddr, path: &str) -> Client {
     let stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).expect("handshake");
+    tungstenite::client(format!("ws://{addr}{path}"), stream)
+        .expect("handshake")
+        .0
+}
+
+/// Echoes 20 B messages one at a time until `stop`, checking each echo; the round trips.
+fn well_behaved(mut ws: Client, stop: Arc<AtomicBool>) -> Vec<Duration> {
     let mut times = Vec::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -188,6 +197,30 @@ fn well_behaved(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Duration> {
     times
 }
 
+/// Reads the `/stats` push until `stop`; the last one (JSON text).
+fn watch_stats(mut ws: Client, stop: Arc<AtomicBool>) -> String {
+    let mut last = String::new();
+    while !stop.load(Ordering::Relaxed) || last.is_empty() {
+        if let Message::Text(text) = ws.read().expect("a stats push") {
+            last = text.as_str().to_string();
+        }
+    }
+    ws.close(None).ok();
+    last
+}
+
+/// The number after `"key":` in `json`.
+fn figure(json: &str, key: &str) -> u64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("{key} in {json}"));
+    json[at + key.len() + 3..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a number for {key} in {json}"))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -201,9 +234,13 @@ fn crowd_run(name: &str, crowd: usize, bytes: &[u8], extra: &[&str], budget: boo
     let addr: SocketAddr = server.addr.parse().expect("address");
     let before = rss(pid);
     let stop = Arc::new(AtomicBool::new(false));
-    let client = budget.then(|| {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || well_behaved(addr, stop))
+    let watcher = {
+        let (ws, stop) = (client(addr, "/stats"), Arc::clone(&stop));
+        std::thread::spawn(move || watch_stats(ws, stop))
+    };
+    let echoes = budget.then(|| {
+        let (ws, stop) = (client(addr, "/"), Arc::clone(&stop));
+        std::thread::spawn(move || well_behaved(ws, stop))
     });
     let opened = Instant::now();
     let mut peers = open_crowd(addr, crowd);
@@ -211,6 +248,27 @@ fn crowd_run(name: &str, crowd: usize, bytes: &[u8], extra: &[&str], budget: boo
     let (most, closed) = push(&mut peers, bytes, pid);
     let written: usize = peers.iter().map(|p| p.sent).sum();
     stop.store(true, Ordering::Relaxed);
+    let stats = watcher.join().expect("the stats push");
+    let steps: Vec<(&str, u64)> = [
+        "read_pauses",
+        "refused_messages",
+        "accept_pauses",
+        "closes",
+        "drops",
+    ]
+    .into_iter()
+    .map(|key| (key, figure(&stats, key)))
+    .collect();
+    println!(
+        "{name}: the server's last push: {} KiB held, budget steps {steps:?}",
+        figure(&stats, "held") / KIB as u64
+    );
+    let acted: u64 = steps.iter().map(|&(_, n)| n).sum();
+    if budget {
+        assert!(acted > 0, "{name}: the budget never acted: {stats}");
+    } else {
+        assert_eq!(acted, 0, "{name}: a budget never reached acted: {stats}");
+    }
     println!(
         "{name}: {crowd} peers opened in {opening:?}, {} MiB written, {closed} closed by the \
          server; server RSS {} KiB before, {} KiB at most (budget {} KiB)",
@@ -219,8 +277,8 @@ fn crowd_run(name: &str, crowd: usize, bytes: &[u8], extra: &[&str], budget: boo
         most / KIB,
         if budget { BUDGET / KIB } else { 0 },
     );
-    if let Some(client) = client {
-        let mut times = client
+    if let Some(echoes) = echoes {
+        let mut times = echoes
             .join()
             .expect("the well-behaved client got every echo");
         assert!(times.len() >= 100, "only {} echoes", times.len());
