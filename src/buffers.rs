@@ -3,8 +3,11 @@
 //! Owns [`Busy`] (the bytes a connection holds between reads: a partial request head, a partial
 //! frame header, a message being assembled, output not yet written) and the pool that recycles
 //! it. An idle connection owns no `Busy` at all, which is what keeps an idle open connection at
-//! a few dozen bytes. This module does not interpret any of the bytes it holds.
+//! a few dozen bytes. Every box counts in its reactor's memory account ([`crate::budget`])
+//! from the moment it is made until it is freed. This module does not interpret any of the
+//! bytes it holds.
 
+use crate::budget::Account;
 use crate::deflate::{Codec, Inflater};
 use crate::frame::{OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::utf8::Utf8Validator;
@@ -60,10 +63,12 @@ pub(crate) struct Busy {
     /// The decompressor of the compressed message in progress, taken from the pool's
     /// [`Codec`] when it began; back to the pool with this `Busy`.
     pub inflater: Option<Box<Inflater>>,
+    /// What this box counts in its reactor's memory [`Account`], as of its last recount.
+    pub accounted: usize,
 }
 
 impl Busy {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Busy {
             out: OutBuf::default(),
             head: Vec::new(),
@@ -79,6 +84,7 @@ impl Busy {
             control_len: 0,
             compressed: false,
             inflater: None,
+            accounted: 0,
         }
     }
 
@@ -154,6 +160,9 @@ pub(crate) struct BusyPool {
     /// The reactor's deflate state: compressors and free decompressors. Here because it is
     /// lent the same way as the buffers: to the connection being served, for one call.
     pub deflate: Codec,
+    /// This reactor's share of the server's memory budget: every box counts in it from the
+    /// moment it is made until it is freed, lent out or pooled.
+    pub account: Account,
 }
 
 /// Free `Busy` boxes kept at most; beyond this they are freed.
@@ -167,7 +176,11 @@ impl BusyPool {
                 self.large_bytes -= busy.large_capacity();
                 busy
             }
-            None => Box::new(Busy::new()),
+            None => {
+                let mut busy = Box::new(Busy::new());
+                self.account.recount(&mut busy);
+                busy
+            }
         }
     }
 
@@ -176,6 +189,7 @@ impl BusyPool {
             self.deflate.give_inflater(inflater);
         }
         if self.free.len() >= POOL_LIMIT {
+            self.account.forget(&busy);
             return;
         }
         busy.clear();
@@ -185,7 +199,17 @@ impl BusyPool {
         } else {
             self.large_bytes += large;
         }
+        self.account.recount_cleared(&mut busy);
         self.free.push(busy);
+    }
+
+    /// Frees every pooled box: the memory budget is under pressure, and what the pool keeps
+    /// warm is the cheapest memory to give back.
+    pub fn trim(&mut self) {
+        for busy in self.free.drain(..) {
+            self.account.forget(&busy);
+        }
+        self.large_bytes = 0;
     }
 }
 

@@ -13,7 +13,8 @@ pub use crate::deflate::Compression;
 ///
 /// Memory per connection is bounded by `max_request_head` during the handshake, then by
 /// `max_message_size` (the message being assembled) plus `max_backlog` (bytes accepted for
-/// sending but not yet written). An idle open connection owns none of these buffers.
+/// sending but not yet written). An idle open connection owns none of these buffers. The sum
+/// over all connections is bounded by `max_memory`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:9001`.
@@ -91,6 +92,15 @@ pub struct Config {
     /// Serve TLS (`wss://`, and `https://` for plain HTTP) with this certificate and key
     /// instead of plain TCP, on the same port. `None`: plain TCP. Default `None`.
     pub tls: Option<TlsFiles>,
+    /// The server-wide memory budget in bytes: what the server holds for all its connections
+    /// together (output backlogs, messages being assembled, request heads, pooled buffers,
+    /// decompressors in use, an estimate per TLS connection). Near it the server stops
+    /// reading the connections that hold the most, then refuses new large messages (1009) and
+    /// new connections, then closes the heaviest holders (1013); see the README's hardening
+    /// section. The kernel's socket buffers are not counted. Default 1 GiB: the default
+    /// `max_connections` (16,384) each holding 64 KiB, the most the budget never takes from a
+    /// connection; at least 1 MiB.
+    pub max_memory: usize,
 }
 
 /// The policy for a subscriber that does not keep up with what is published to it.
@@ -148,6 +158,7 @@ impl Default for Config {
             compression_threshold: 256,
             compression_level: 1,
             tls: None,
+            max_memory: 1 << 30,
         }
     }
 }
@@ -178,6 +189,8 @@ pub enum ConfigError {
     SubscriberBacklogOverMax,
     /// `compression_level` is not 1..=9.
     CompressionLevelOutOfRange,
+    /// `max_memory` is below 1 MiB.
+    MemoryBudgetTooSmall,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -198,6 +211,7 @@ impl std::fmt::Display for ConfigError {
                 "max_subscriber_backlog must not exceed max_backlog"
             }
             ConfigError::CompressionLevelOutOfRange => "compression_level must be 1..=9",
+            ConfigError::MemoryBudgetTooSmall => "max_memory must be at least 1 MiB",
         })
     }
 }
@@ -316,6 +330,7 @@ impl Config {
                 !(1..=9).contains(&self.compression_level),
                 CompressionLevelOutOfRange,
             ),
+            (self.max_memory < 1 << 20, MemoryBudgetTooSmall),
         ];
         match checks.into_iter().find(|(failed, _)| *failed) {
             Some((_, problem)) => Err(problem),

@@ -206,6 +206,8 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// The server met an unexpected condition (for example a panicking handler).
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server is overloaded: try again later (RFC 6455's registry, 1013).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Whether `code` may appear in a close frame on the wire (RFC 6455 §7.4 and the IANA registry).

@@ -78,6 +78,9 @@ pub enum CloseCause {
     Io,
     /// A handler callback panicked (close 1011).
     Panic,
+    /// The server's memory budget ran out and this connection was one of those holding the
+    /// most: closed with 1013, or dropped when its unread backlog left no room for a close.
+    Budget,
 }
 
 /// Whether a message is text or binary, for messages handled in parts.

@@ -32,6 +32,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod budget;
 mod buffers;
 pub mod config;
 mod connection;

@@ -37,4 +37,16 @@ pub struct Stats {
     pub publish_drops: u64,
     /// Subscribers closed for being slow ([`SlowSubscriber::Close`](crate::config::SlowSubscriber)).
     pub slow_subscriber_closes: u64,
+    /// Times a connection was not read because the memory budget was under pressure and it
+    /// held more than the current threshold (`Config::max_memory`).
+    pub budget_read_pauses: u64,
+    /// New large messages refused with 1009 because they would have passed 90% of the budget.
+    pub budget_refused_messages: u64,
+    /// Times accepting new connections paused at 90% of the budget.
+    pub budget_accept_pauses: u64,
+    /// Connections closed with 1013 to bring the total back under the budget.
+    pub budget_closes: u64,
+    /// Connections dropped without a close frame to bring the total back under the budget
+    /// (their unread backlog left no room for one).
+    pub budget_drops: u64,
 }

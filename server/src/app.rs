@@ -56,6 +56,8 @@ pub struct StatsSample {
     pub subscribers: usize,
     /// The largest rooms and their member counts, already as JSON (`[{"room":..,"members":..}]`).
     pub rooms_json: String,
+    /// Bytes the server holds for its connections, counted against `--max-memory`.
+    pub memory_held: usize,
     /// Counters now.
     pub total: Stats,
     /// Counters at the previous push (all zero before the first).
@@ -80,8 +82,12 @@ impl StatsSample {
     ///  "subscribers":1,"rate":{"messages_in":..,"messages_out":..,"bytes_in":..,"bytes_out":..},
     ///  "total":{"opened":..,"closed":..,"accepted":..,"messages_in":..,"messages_out":..,
     ///  "bytes_in":..,"bytes_out":..,"http_requests":..,"refused":..,"protocol_errors":..,
-    ///  "backlog_drops":..,"handler_panics":..}}
+    ///  "backlog_drops":..,"handler_panics":..},
+    ///  "memory":{"held":..,"read_pauses":..,"refused_messages":..,"accept_pauses":..,
+    ///  "closes":..,"drops":..},"rooms":[..]}
     /// ```
+    ///
+    /// `memory` is the memory budget: what is held now and each shedding step's count.
     ///
     /// Rates are per second, rounded; totals count since the server started.
     pub fn to_json(&self, out: &mut String) {
@@ -98,6 +104,8 @@ impl StatsSample {
                 r#""messages_out":{},"bytes_in":{},"bytes_out":{},"http_requests":{},"#,
                 r#""refused":{},"protocol_errors":{},"backlog_drops":{},"handler_panics":{},"#,
                 r#""publishes":{},"publish_drops":{},"slow_subscriber_closes":{}}},"#,
+                r#""memory":{{"held":{},"read_pauses":{},"refused_messages":{},"#,
+                r#""accept_pauses":{},"closes":{},"drops":{}}},"#,
                 r#""rooms":{}}}"#,
             ),
             self.seq,
@@ -125,6 +133,12 @@ impl StatsSample {
             t.publishes,
             t.publish_drops,
             t.slow_subscriber_closes,
+            self.memory_held,
+            t.budget_read_pauses,
+            t.budget_refused_messages,
+            t.budget_accept_pauses,
+            t.budget_closes,
+            t.budget_drops,
             self.rooms_json,
         );
     }
@@ -278,6 +292,7 @@ impl Handler for App {
             connections: ctx.connection_count(),
             subscribers: self.subscribers.len(),
             rooms_json: rooms_json(&self.rooms),
+            memory_held: ctx.memory_held(),
             total,
             previous: self.previous,
         };
@@ -345,6 +360,7 @@ mod tests {
             connections: 3,
             subscribers: 1,
             rooms_json: r#"[{"room":"lobby","members":2}]"#.to_string(),
+            memory_held: 4096,
             total,
             previous,
         };
@@ -357,10 +373,11 @@ mod tests {
         ));
         assert!(json.contains(r#""total":{"opened":5,"closed":0,"#));
         assert!(json.contains(r#""handler_panics":0,"publishes":0,"#));
+        assert!(json.contains(r#""memory":{"held":4096,"read_pauses":0,"#));
         assert!(json.ends_with(r#""rooms":[{"room":"lobby","members":2}]}"#));
-        // Balanced braces: one object with two nested ones and a room.
-        assert_eq!(json.matches('{').count(), 4);
-        assert_eq!(json.matches('}').count(), 4);
+        // Balanced braces: one object with three nested ones and a room.
+        assert_eq!(json.matches('{').count(), 5);
+        assert_eq!(json.matches('}').count(), 5);
     }
 
     #[test]
@@ -373,6 +390,7 @@ mod tests {
             connections: 0,
             subscribers: 0,
             rooms_json: "[]".to_string(),
+            memory_held: 0,
             total: Stats {
                 messages_in: 9,
                 ..Stats::default()

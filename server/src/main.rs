@@ -60,6 +60,10 @@ struct Args {
     /// Unwritten output (bytes) at which a connection is dropped.
     #[arg(long, default_value_t = Config::default().max_backlog)]
     max_backlog: usize,
+    /// Server-wide memory budget in bytes for what all connections hold together; near it the
+    /// heaviest holders are paused, then refused, then closed (1013).
+    #[arg(long, default_value_t = Config::default().max_memory)]
+    max_memory: usize,
     /// Milliseconds allowed for the request head.
     #[arg(long, default_value_t = millis(Config::default().handshake_timeout))]
     handshake_timeout_ms: u64,
@@ -173,6 +177,7 @@ impl Args {
             backlog_high_water: self.backlog_high_water,
             backlog_low_water: self.backlog_low_water,
             max_backlog: self.max_backlog,
+            max_memory: self.max_memory,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             idle_timeout: (self.idle_timeout_s > 0)
                 .then(|| Duration::from_secs(self.idle_timeout_s)),

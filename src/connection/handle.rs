@@ -357,6 +357,12 @@ impl<'a> Ctx<'a> {
         self.peers.as_ref().map_or(0, |p| p.open_count())
     }
 
+    /// Bytes the server holds for its connections, as counted against
+    /// [`Config::max_memory`](crate::Config::max_memory).
+    pub fn memory_held(&self) -> usize {
+        self.pool.account.total()
+    }
+
     /// Milliseconds since the server started.
     pub fn uptime_ms(&self) -> u64 {
         self.now

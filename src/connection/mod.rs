@@ -46,12 +46,14 @@ mod handle;
 mod http_phase;
 mod reader;
 mod sender;
+mod shed;
 mod transform;
 
 use handle::guard;
 pub(crate) use handle::handler_panicked;
 pub use handle::{Conn, Ctx, Fanout};
 use sender::FrameHead;
+pub(crate) use shed::Shed;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

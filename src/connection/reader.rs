@@ -221,6 +221,12 @@ impl Connection {
             if assembled + header.payload_len > env.config.max_message_size as u64 {
                 break 'check Some((TOO_BIG, "message too big"));
             }
+            if opcode != OpCode::Continuation
+                && !env.pool.account.admits_message(header.payload_len)
+            {
+                env.stats.budget_refused_messages += 1;
+                break 'check Some((TOO_BIG, "server memory budget"));
+            }
             return Some(opcode);
         };
         if let Some((code, reason)) = violation {

@@ -24,6 +24,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::budget::{MemoryBudget, TLS_CONNECTION_ESTIMATE};
 use crate::config::{Config, Error};
 use crate::connection::{Connection, Ctx, Env, Peers, Shared};
 use crate::frame::close_code;
@@ -40,6 +41,7 @@ const ACCEPT_BUDGET: usize = 256;
 
 mod handles;
 mod serve;
+mod shed;
 mod slot;
 
 use handles::Work;
@@ -58,6 +60,9 @@ pub(crate) struct Parts {
     pub index: usize,
     pub threads: usize,
     pub link: Option<crate::threads::Link>,
+    /// The memory budget every reactor of the server shares ([`crate::budget`]): each keeps
+    /// its own account and the budget holds their sum.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// A WebSocket server on one thread.
@@ -95,6 +100,8 @@ pub struct Server<H: Handler> {
     /// Work handed in by [`ServerHandle`]s, and the sending side they are cloned from.
     inbox: mpsc::Receiver<Work<H>>,
     outbox: mpsc::Sender<Work<H>>,
+    /// What the memory budget's shedding keeps between loop turns.
+    shedding: shed::Shedding,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -123,6 +130,7 @@ impl<H: Handler> Server<H> {
             index: 0,
             threads: 1,
             link: None,
+            budget: MemoryBudget::new(config.max_memory, 1),
         };
         Server::assemble(config, handler, parts)
     }
@@ -146,6 +154,7 @@ impl<H: Handler> Server<H> {
             index,
             threads,
             link,
+            budget,
         } = parts;
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -155,10 +164,10 @@ impl<H: Handler> Server<H> {
         let tick_ms = (config.timer_tick().as_millis() as u64).max(1);
         let (outbox, inbox) = mpsc::channel();
         let mut shared = Shared::new(config, handler);
+        shared.pool.account = budget.account(index);
         if let Some(link) = link {
             shared.topics.link(link);
         }
-        let config = &shared.config;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -166,8 +175,8 @@ impl<H: Handler> Server<H> {
             tls,
             // Reserved up front: pages never touched are never resident, and the slab then
             // never doubles (and copies) under a connection storm.
-            slots: Slab::with_capacity(config.max_connections),
-            scratch: vec![0; config.read_buffer_size],
+            slots: Slab::with_capacity(shared.config.max_connections),
+            scratch: vec![0; shared.config.read_buffer_size],
             ready: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -181,7 +190,7 @@ impl<H: Handler> Server<H> {
             start: Instant::now(),
             tick_ms,
             next_sweep: tick_ms,
-            next_app_tick: config.tick_interval.map(|t| t.as_millis() as u64),
+            next_app_tick: shared.config.tick_interval.map(|t| t.as_millis() as u64),
             requested,
             waker,
             all_wakers,
@@ -189,6 +198,7 @@ impl<H: Handler> Server<H> {
             inbox,
             outbox,
             shared,
+            shedding: shed::Shedding::default(),
         })
     }
 
@@ -274,6 +284,7 @@ impl<H: Handler> Server<H> {
             }
             self.run_timers();
             self.flush_dirty();
+            self.budget_turn();
         }
     }
 
@@ -299,7 +310,9 @@ impl<H: Handler> Server<H> {
             return;
         };
         for _ in 0..ACCEPT_BUDGET {
-            if self.slots.len() >= self.shared.config.max_connections {
+            if self.slots.len() >= self.shared.config.max_connections
+                || self.shedding.refuses_accept(&mut self.shared)
+            {
                 // Resumed when a slot frees; until then the kernel's backlog holds the rest.
                 self.accept_paused = true;
                 return;
@@ -341,6 +354,9 @@ impl<H: Handler> Server<H> {
                 .is_err()
             {
                 continue;
+            }
+            if let SlotTransport::Tls(_) = transport {
+                self.shared.pool.account.charge(TLS_CONNECTION_ESTIMATE);
             }
             self.next_generation = self.next_generation.wrapping_add(self.generation_step);
             entry.insert(Slot {

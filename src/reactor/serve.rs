@@ -47,6 +47,7 @@ impl<H: Handler> Server<H> {
             scratch,
             dirty,
             ready,
+            shedding,
             ..
         } = self;
         let Some(slot) = slots.get(key) else {
@@ -61,24 +62,31 @@ impl<H: Handler> Server<H> {
             lent: Some(key),
             dirty,
         };
+        let pause_above = shared.pool.account.pause_above();
         // One loop for every kind of transport, so that the connection's input handling has
         // one call site and stays inlined here (with a copy of the loop per kind it was no
         // longer inlined, and a plain message cost more: callgrind); the kind is a branch per
         // read, and TLS's own code stays out of line.
-        let drained = read_budget(
+        let read = read_budget(
             conn,
             transport,
             shared,
             scratch,
             &mut peers,
-            id,
-            peer_closed,
+            (id, peer_closed, pause_above),
         );
-        if !drained {
+        if read != Read::Drained {
             if let Some(slot) = slots.get_mut(key) {
                 if !slot.queued {
                     slot.queued = true;
-                    ready.push(key);
+                    if read == Read::More {
+                        ready.push(key);
+                    } else {
+                        // Read again when the budget allows (`budget_turn`).
+                        shared.stats.budget_read_pauses += 1;
+                        shared.pool.account.alert();
+                        shedding.held_back.push(key);
+                    }
                 }
             }
         }
@@ -100,6 +108,7 @@ impl<H: Handler> Server<H> {
         };
         let (conn, transport) = (slot.conn.get_mut(), slot.transport.get_mut());
         let (mut resumed, mut failed) = write_out(conn, transport, shared);
+        conn.recount(&mut shared.pool.account);
         // What a TLS transport holds of its own (records, handshake messages): written even
         // when the connection had nothing, as after a handshake message arrived.
         let mut flushed = true;
@@ -161,6 +170,9 @@ impl<H: Handler> Server<H> {
         conn.release(&mut self.shared.pool);
         // Dropping the transport closes the socket, which also removes it from the epoll set.
         let mut transport = slot.transport.into_inner();
+        if let SlotTransport::Tls(_) = transport {
+            self.shared.pool.account.refund(TLS_CONNECTION_ESTIMATE);
+        }
         transport.close();
         drop(transport);
         if self.accept_paused {
@@ -304,8 +316,21 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// How a connection's reads of one turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// No further edge is owed a read: the socket was drained, or reading paused for
+    /// backpressure (re-queued when the output drains).
+    Drained,
+    /// The read budget ran out: there may be more.
+    More,
+    /// The memory budget holds this connection back: it holds at least the current
+    /// threshold (see [`crate::budget::Account::pause_above`]).
+    HeldBack,
+}
+
 /// Reads one connection until a short read, the end, an error or the read budget, and feeds
-/// the connection: whether the socket was drained (no further edge is owed a read).
+/// the connection. `pause_above`: the memory budget's threshold, as of this call.
 #[inline(always)]
 fn read_budget<T: Transport, H: Handler>(
     conn: &mut Connection,
@@ -313,14 +338,16 @@ fn read_budget<T: Transport, H: Handler>(
     shared: &mut Shared<H>,
     scratch: &mut [u8],
     peers: &mut SlabPeers<'_>,
-    id: ConnId,
-    peer_closed: bool,
-) -> bool {
+    (id, peer_closed, pause_above): (ConnId, bool, usize),
+) -> Read {
     let mut drained = false;
     for _ in 0..READ_BUDGET {
         if !conn.wants_read() {
             drained = true; // reading resumes (and is re-queued) when output drains
             break;
+        }
+        if pause_above != usize::MAX && conn.holding() >= pause_above {
+            return Read::HeldBack;
         }
         let outcome = if let Some((buf, room)) = conn.direct_read_target() {
             transport.read_into(buf, room).map(|n| {
@@ -366,7 +393,11 @@ fn read_budget<T: Transport, H: Handler>(
             }
         }
     }
-    drained
+    if drained {
+        Read::Drained
+    } else {
+        Read::More
+    }
 }
 
 /// Writes the connection's output through `transport` until it is all written or the socket

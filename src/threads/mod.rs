@@ -92,6 +92,7 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         let all_wakers: Arc<[Arc<Waker>]> = wakers.clone().into();
         let (group, links) = Group::new(wakers);
         let requested = Arc::new(AtomicBool::new(false));
+        let budget = crate::budget::MemoryBudget::new(config.max_memory, threads);
         let mut servers = Vec::with_capacity(threads);
         for (index, (((poll, waker), listener), link)) in
             polls.into_iter().zip(listeners).zip(links).enumerate()
@@ -105,6 +106,7 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
                 index,
                 threads,
                 link: Some(link),
+                budget: Arc::clone(&budget),
             };
             servers.push(Server::assemble(
                 config.clone(),
