@@ -14,6 +14,8 @@
 #   AUTOBAHN_EXPECTED   expected-results file (default tests/autobahn/expected.txt).
 #   AUTOBAHN_OUT        report folder (default target/autobahn).
 #   AUTOBAHN_TIMEOUT    seconds before wstest is killed (default 900).
+#   AUTOBAHN_TLS        1: serve TLS (a self-signed certificate made here with openssl) and
+#                       run the cases over wss://; the results must match the same file.
 #
 # Exits non-zero when index.json is missing, when any case is FAILED / NON-STRICT /
 # UNIMPLEMENTED, when the server died during the run, or when the results differ from
@@ -114,12 +116,23 @@ expected=${AUTOBAHN_EXPECTED:-$here/expected.txt}
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 
+scheme=ws
+tls_args=()
+if [[ ${AUTOBAHN_TLS:-0} == 1 ]]; then
+    # wstest does not verify the server's certificate: a throwaway self-signed one will do.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+        -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
+    scheme=wss
+    tls_args=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
+fi
+
 subset=0
-if [[ -n ${AUTOBAHN_CASES:-} ]]; then
+if [[ -n ${AUTOBAHN_CASES:-} || -n ${AUTOBAHN_EXCLUDE:-} ]]; then
     subset=1
 fi
 AB_CASES=${AUTOBAHN_CASES:-*} AB_EXCLUDE=${AUTOBAHN_EXCLUDE-} \
-    AB_URL="ws://127.0.0.1:$port" AB_OUTDIR=$reports python3 - "$spec" <<'EOF'
+    AB_URL="$scheme://127.0.0.1:$port" AB_OUTDIR=$reports python3 - "$spec" <<'EOF'
 import json, os, sys
 def patterns(s):
     return [p.strip() for p in s.split(",") if p.strip()]
@@ -172,8 +185,8 @@ EOF
 fi
 
 # --- start the server ---------------------------------------------------------------------
-log "starting server on 127.0.0.1:$port (log: $server_log)"
-"$bin" --listen "127.0.0.1:$port" >"$server_log" 2>&1 </dev/null &
+log "starting server on $scheme://127.0.0.1:$port (log: $server_log)"
+"$bin" --listen "127.0.0.1:$port" "${tls_args[@]}" >"$server_log" 2>&1 </dev/null &
 server_pid=$!
 
 ready=0
