@@ -447,19 +447,40 @@ impl Engine {
         &self.ctx.tally
     }
     /// Changes the fixed total rate (messages per second over `connections`), or goes back to
-    /// as fast as echoes return with `None`. Pacing restarts from now on every connection, so a
-    /// backlog built up at the old rate is not sent in a burst at the new one.
+    /// as fast as echoes return with `None`. Pacing restarts from now: a backlog built up at
+    /// the old rate is not sent in a burst at the new one, and the connections' first sends
+    /// are spread evenly over one interval, so that they do not all send in the same instant
+    /// (a burst of N messages every interval would measure queueing the rate does not ask for).
     pub fn set_rate(&mut self, rate: Option<f64>, connections: usize) {
         self.ctx.rate_interval = interval_for(rate, connections);
         let now = Instant::now();
-        for c in self.conns.iter_mut().flatten() {
-            c.next_due = now;
+        let open = self.conns.iter().flatten().count().max(1) as u32;
+        let interval = self.ctx.rate_interval.unwrap_or(Duration::ZERO);
+        for (k, c) in self.conns.iter_mut().flatten().enumerate() {
+            c.next_due = now + interval * k as u32 / open;
         }
         if self.ctx.rate_interval.is_none() {
             for c in self.conns.iter_mut().flatten() {
                 c.fill(&mut self.ctx);
             }
         }
+    }
+    /// Changes the fixed total rate without restarting the schedule (a ramp's small steps):
+    /// sends already due stay due, so lateness still counts in the latency, and a send planned
+    /// further ahead than the new interval moves forward to it.
+    pub fn retarget_rate(&mut self, rate: f64, connections: usize) {
+        let Some(interval) = interval_for(Some(rate), connections) else {
+            return;
+        };
+        self.ctx.rate_interval = Some(interval);
+        let latest = Instant::now() + interval;
+        for c in self.conns.iter_mut().flatten() {
+            c.next_due = c.next_due.min(latest);
+        }
+    }
+    /// Queues new messages again after [`Engine::stop_sending`].
+    pub fn resume_sending(&mut self) {
+        self.ctx.sending = true;
     }
     /// Stops queueing new messages (in-flight ones still complete).
     pub fn stop_sending(&mut self) {

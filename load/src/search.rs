@@ -1,0 +1,538 @@
+//! `--p99 TARGET`: the highest message rate whose p99 latency stays under a target, as
+//! tcpkali's `-r @latency` and websocket-bench's step-up find it. Over connections opened once,
+//! it steps the total rate up by a factor (×2 by default) until a step fails, bisects between
+//! the last rate that passed and the first that failed until they are within `precision`, then
+//! measures the best rate again; if a repeat fails it falls back to the next lower rate that
+//! passed and repeats that. Every step is one [`crate::rated`] window reported with its
+//! latency percentiles, so the run gives the whole latency-rate curve, not just its answer.
+//!
+//! A step passes when nothing went wrong in it, the achieved rate is within 5 % of the rate
+//! asked, it saw at least `min_samples` echoes (its window is lengthened to get them, up to
+//! `max_step`), and its p99 is at most the target. Latency counts from when a message was due,
+//! so a server that falls behind fails on latency instead of looking fine at a lower rate.
+//! Between steps traffic stops until every echo is back. The search is bounded in steps and in
+//! time and stops by itself. This module owns the search; it must not measure windows itself.
+
+use crate::phases::us_label;
+use crate::rated::{pin_generator, Session, TrafficInfo, Window};
+use crate::report::thousands;
+use crate::workloads::{EchoConfig, MAX_DURATION};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// A step whose achieved rate is below this share of the rate asked has fallen behind.
+pub const ACHIEVED_SHARE: f64 = 0.95;
+/// Time allowed for the echoes in flight to come back between steps.
+const QUIESCE: Duration = Duration::from_secs(3);
+
+/// Settings of a search.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// The p99 latency a step must stay at or under.
+    pub target: Duration,
+    /// The first rate tried, messages per second.
+    pub start_rate: f64,
+    /// The highest rate tried.
+    pub max_rate: f64,
+    /// Factor between step-up rates (more than 1).
+    pub growth: f64,
+    /// Bisection stops when (first bad − last good) / last good is at most this.
+    pub precision: f64,
+    /// Measured time per step (lengthened to reach `min_samples`).
+    pub step: Duration,
+    /// Unmeasured traffic at the step's rate before its window.
+    pub step_warmup: Duration,
+    /// Fewest echoes a step must measure to pass.
+    pub min_samples: u64,
+    /// Longest a step's window is lengthened to.
+    pub max_step: Duration,
+    /// Times the best rate is measured again.
+    pub repeats: usize,
+    /// Most steps in all.
+    pub max_steps: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            target: Duration::from_millis(5),
+            start_rate: 1000.0,
+            max_rate: 2e6,
+            growth: 2.0,
+            precision: 0.05,
+            step: Duration::from_secs(2),
+            step_warmup: Duration::from_millis(500),
+            min_samples: 2000,
+            max_step: Duration::from_secs(20),
+            repeats: 1,
+            max_steps: 30,
+        }
+    }
+}
+
+impl SearchConfig {
+    fn check(&self) -> Result<(), String> {
+        if !(self.start_rate >= 1.0 && self.start_rate <= self.max_rate) {
+            return Err("--start-rate must be at least 1/s and at most --max-rate".into());
+        }
+        if !(self.growth > 1.0 && self.growth <= 100.0) {
+            return Err("--growth must be more than 1 and at most 100".into());
+        }
+        if !(self.precision > 0.0 && self.precision < 1.0) {
+            return Err("--precision must be between 0 and 1 (e.g. 0.05)".into());
+        }
+        if self.step.is_zero() || self.max_steps == 0 {
+            return Err("--step and the step limit must be more than 0".into());
+        }
+        Ok(())
+    }
+
+    /// The window length for `rate`: `step`, or longer to see `min_samples` echoes.
+    pub fn step_len(&self, rate: f64) -> Duration {
+        let need = Duration::from_secs_f64(self.min_samples as f64 / rate.max(1.0));
+        self.step.max(need).min(self.max_step.max(self.step))
+    }
+}
+
+/// Whether a step passed, and if not why: `ok`, `errors`, `behind` (achieved rate below 95 %
+/// of the rate asked), `few-samples` or `p99-over`.
+pub fn verdict(w: &Window, rate: f64, target: Duration, min_samples: u64) -> &'static str {
+    if w.error_total > 0 {
+        "errors"
+    } else if w.msgs_per_s < ACHIEVED_SHARE * rate {
+        "behind"
+    } else if w.messages < min_samples {
+        "few-samples"
+    } else if w.latency.p99_us > target.as_secs_f64() * 1e6 {
+        "p99-over"
+    } else {
+        "ok"
+    }
+}
+
+/// One step of the search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// 1, 2, … in the order run.
+    pub n: usize,
+    /// `step-up`, `bisect` or `repeat`.
+    pub stage: String,
+    /// Total rate asked, messages per second.
+    pub rate: f64,
+    /// `ok` or why it failed (see [`verdict`]).
+    pub verdict: String,
+    /// What its window saw.
+    #[serde(flatten)]
+    pub window: Window,
+}
+
+/// The answer of a search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Best {
+    /// The highest rate that passed, messages per second.
+    pub rate: f64,
+    /// Its p99 in the step that found it and in every repeat, µs.
+    pub p99_us: Vec<f64>,
+    /// Whether it passed `repeats` more times (false when the search ran out of steps first).
+    pub confirmed: bool,
+}
+
+/// Result of a search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchReport {
+    /// "p99-search".
+    pub workload: String,
+    /// Connections, mix and pinning.
+    #[serde(flatten)]
+    pub traffic: TrafficInfo,
+    /// The p99 target, µs.
+    pub target_p99_us: f64,
+    /// Step-up factor.
+    pub growth: f64,
+    /// Bisection precision.
+    pub precision: f64,
+    /// Measured seconds per step (before lengthening).
+    pub step_s: f64,
+    /// Warm-up seconds per step.
+    pub step_warmup_s: f64,
+    /// Fewest echoes a passing step measured.
+    pub min_samples: u64,
+    /// Every step, in the order run.
+    pub steps: Vec<Step>,
+    /// The highest rate under the target, if even the first rate did not fail.
+    pub best: Option<Best>,
+    /// Why the search ended.
+    pub stopped: String,
+    /// Errors over the whole run, the final drain included.
+    pub errors: BTreeMap<String, u64>,
+    /// Sum of `errors`.
+    pub error_total: u64,
+    /// Wall time, seconds.
+    pub duration_s: f64,
+}
+
+/// The search's running state: the session, the steps so far and the budget.
+struct Run<'a> {
+    s: Session,
+    sc: &'a SearchConfig,
+    steps: Vec<Step>,
+    started: Instant,
+    log: bool,
+}
+
+impl Run<'_> {
+    /// Whether another step at `rate` fits the step and time limits.
+    fn can_step(&self, rate: f64) -> bool {
+        let len = self.sc.step_warmup + self.sc.step_len(rate) + QUIESCE;
+        self.steps.len() < self.sc.max_steps && self.started.elapsed() + len <= MAX_DURATION
+    }
+
+    /// Measures one step at `rate`; true when it passed.
+    fn step(&mut self, stage: &str, rate: f64) -> Result<bool, String> {
+        self.s.quiesce(QUIESCE)?;
+        let w = self.s.window(
+            rate,
+            rate,
+            self.sc.step_warmup,
+            self.sc.step_len(rate),
+            true,
+        )?;
+        let v = verdict(&w, rate, self.sc.target, self.sc.min_samples);
+        if self.log {
+            eprintln!(
+                "p99 search: step {:>2} {:<8} {:>10} msg/s asked, {:>10} achieved, p99 {:>9}, {}",
+                self.steps.len() + 1,
+                stage,
+                thousands(rate),
+                thousands(w.msgs_per_s),
+                us_label(w.latency.p99_us),
+                v
+            );
+        }
+        self.steps.push(Step {
+            n: self.steps.len() + 1,
+            stage: stage.into(),
+            rate,
+            verdict: v.into(),
+            window: w,
+        });
+        Ok(v == "ok")
+    }
+}
+
+/// Runs the search with the traffic `cfg` describes (its `rate`, `warmup` and `duration` are
+/// unused), the generator pinned to `cpu` if given; `log` prints a line per step to stderr.
+pub fn run_search(
+    cfg: &EchoConfig,
+    sc: &SearchConfig,
+    cpu: Option<usize>,
+    log: bool,
+) -> Result<SearchReport, String> {
+    sc.check()?;
+    let started = Instant::now();
+    let generator_cpu = pin_generator(cpu)?;
+    let mut r = Run {
+        s: Session::open(cfg)?,
+        sc,
+        steps: Vec::new(),
+        started,
+        log,
+    };
+    let out_of_budget = "step or time limit reached";
+    let mut lo: Option<f64> = None;
+    let mut hi: Option<f64> = None;
+    let mut stopped = String::new();
+
+    // Step up until a step fails.
+    let mut rate = sc.start_rate;
+    loop {
+        if !r.can_step(rate) {
+            stopped = out_of_budget.into();
+            break;
+        }
+        if r.step("step-up", rate)? {
+            lo = Some(rate);
+            if rate >= sc.max_rate {
+                stopped = "reached --max-rate under the target".into();
+                break;
+            }
+            rate = (rate * sc.growth).min(sc.max_rate);
+        } else {
+            hi = Some(rate);
+            break;
+        }
+    }
+    // Bisect between the last good and the first bad rate.
+    while let (Some(l), Some(h)) = (lo, hi) {
+        if (h - l) / l <= sc.precision {
+            break;
+        }
+        let mid = ((l + h) / 2.0).round();
+        if !r.can_step(mid) {
+            stopped = out_of_budget.into();
+            break;
+        }
+        if r.step("bisect", mid)? {
+            lo = Some(mid);
+        } else {
+            hi = Some(mid);
+        }
+    }
+    // Measure the best rate again; on a failed repeat fall back to the next lower good rate.
+    let mut best = None;
+    let mut failed: Vec<f64> = Vec::new();
+    while let Some(l) = lo {
+        let first_p99: Vec<f64> = r
+            .steps
+            .iter()
+            .filter(|s| s.rate == l && s.verdict == "ok")
+            .map(|s| s.window.latency.p99_us)
+            .take(1)
+            .collect();
+        let mut p99_us = first_p99;
+        let mut passed = 0;
+        let mut all_ran = true;
+        for _ in 0..sc.repeats {
+            if !r.can_step(l) {
+                all_ran = false;
+                break;
+            }
+            let ok = r.step("repeat", l)?;
+            if let Some(s) = r.steps.last() {
+                p99_us.push(s.window.latency.p99_us);
+            }
+            if !ok {
+                break;
+            }
+            passed += 1;
+        }
+        if passed == sc.repeats || !all_ran {
+            if !all_ran && stopped.is_empty() {
+                stopped = out_of_budget.into();
+            }
+            best = Some(Best {
+                rate: l,
+                p99_us,
+                confirmed: passed == sc.repeats,
+            });
+            break;
+        }
+        failed.push(l);
+        lo = r
+            .steps
+            .iter()
+            .filter(|s| s.verdict == "ok" && s.rate < l && !failed.contains(&s.rate))
+            .map(|s| s.rate)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    }
+    if stopped.is_empty() {
+        stopped = match (&best, lo, hi) {
+            (None, _, _) => "no rate tried stayed under the target".into(),
+            (Some(_), _, Some(h)) => format!("bisected to the first failing rate, {h}/s"),
+            _ => "done".into(),
+        };
+    }
+    let Run { s, steps, .. } = r;
+    let (errors, traffic) = s.finish(generator_cpu)?;
+    Ok(SearchReport {
+        workload: "p99-search".into(),
+        traffic,
+        target_p99_us: sc.target.as_secs_f64() * 1e6,
+        growth: sc.growth,
+        precision: sc.precision,
+        step_s: sc.step.as_secs_f64(),
+        step_warmup_s: sc.step_warmup.as_secs_f64(),
+        min_samples: sc.min_samples,
+        steps,
+        best,
+        stopped,
+        error_total: errors.values().sum(),
+        errors,
+        duration_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The latency-rate curve as a Markdown table, steps sorted by rate asked.
+pub fn curve_table(r: &SearchReport) -> String {
+    let mut steps: Vec<&Step> = r.steps.iter().collect();
+    steps.sort_by(|a, b| a.rate.total_cmp(&b.rate).then(a.n.cmp(&b.n)));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| step | stage | asked msg/s | achieved msg/s | p50 | p90 | p99 | p99.9 | max | echoes | srv CPU | gen CPU | verdict |"
+    );
+    let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+    for st in steps {
+        let w = &st.window;
+        let l = &w.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+            st.n,
+            st.stage,
+            thousands(st.rate),
+            thousands(w.msgs_per_s),
+            us_label(l.p50_us),
+            us_label(l.p90_us),
+            us_label(l.p99_us),
+            us_label(l.p999_us),
+            us_label(l.max_us),
+            thousands(w.messages as f64),
+            w.server_cpu_pct
+                .map(|c| format!("{c:.0}%"))
+                .unwrap_or_else(|| "n/a".into()),
+            w.generator_cpu_pct,
+            st.verdict
+        );
+    }
+    s
+}
+
+/// The latency-rate curve's chart data.
+pub fn curve_chart(r: &SearchReport) -> crate::svg::Curve {
+    let t = &r.traffic;
+    crate::svg::Curve {
+        title: format!(
+            "p99 search, {} connections, {} {}: {} msg/s under p99 {}",
+            t.connected,
+            crate::report::size_label(t.size),
+            t.kind,
+            r.best
+                .as_ref()
+                .map(|b| thousands(b.rate))
+                .unwrap_or_else(|| "no rate".into()),
+            us_label(r.target_p99_us)
+        ),
+        target_us: Some(r.target_p99_us),
+        best_rate: r.best.as_ref().map(|b| b.rate),
+        points: r
+            .steps
+            .iter()
+            .map(|s| crate::svg::CurvePoint {
+                rate: s.rate,
+                p50_us: s.window.latency.p50_us,
+                p90_us: s.window.latency.p90_us,
+                p99_us: s.window.latency.p99_us,
+                ok: s.verdict == "ok",
+            })
+            .collect(),
+    }
+}
+
+/// The report as text: what was searched, the answer, and the curve.
+pub fn search_summary(r: &SearchReport) -> String {
+    let mut s = String::new();
+    let t = &r.traffic;
+    let _ = writeln!(
+        s,
+        "p99 search {}: {}/{} connections, up to {} in flight each, {} {} (largest), \
+         p99 target {}, generator on CPU {}",
+        t.url,
+        t.connected,
+        t.connections,
+        t.pipeline,
+        crate::report::size_label(t.size),
+        t.kind,
+        us_label(r.target_p99_us),
+        t.generator_cpu
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "any".into())
+    );
+    match &r.best {
+        Some(b) => {
+            let p99: Vec<String> = b.p99_us.iter().map(|&v| us_label(v)).collect();
+            let _ = writeln!(
+                s,
+                "highest rate under the target: {} msg/s (p99 {}{})",
+                thousands(b.rate),
+                p99.join(", "),
+                if b.confirmed { "" } else { "; not repeated" }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "no rate tried stayed under the target");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "stopped: {}; {} steps in {:.0} s; errors: {}\n",
+        r.stopped,
+        r.steps.len(),
+        r.duration_s,
+        if r.errors.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{:?}", r.errors)
+        }
+    );
+    s.push_str(&curve_table(r));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::LatencySummary;
+
+    fn window(msgs: u64, secs: f64, p99_us: f64, errors: u64) -> Window {
+        Window {
+            rate_from: 0.0,
+            rate_to: 0.0,
+            rate_asked: 0.0,
+            duration_s: secs,
+            messages: msgs,
+            msgs_per_s: msgs as f64 / secs,
+            sent: msgs,
+            latency: LatencySummary {
+                p99_us,
+                ..LatencySummary::default()
+            },
+            errors: BTreeMap::new(),
+            error_total: errors,
+            generator_cpu_pct: 0.0,
+            server_cpu_pct: None,
+            server_cpu_us_per_msg: None,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let t = Duration::from_millis(5);
+        assert_eq!(
+            verdict(&window(10_000, 2.0, 4000.0, 0), 5000.0, t, 2000),
+            "ok"
+        );
+        assert_eq!(
+            verdict(&window(10_000, 2.0, 6000.0, 0), 5000.0, t, 2000),
+            "p99-over"
+        );
+        assert_eq!(
+            verdict(&window(10_000, 2.0, 100.0, 1), 5000.0, t, 2000),
+            "errors"
+        );
+        assert_eq!(
+            verdict(&window(9_000, 2.0, 100.0, 0), 5000.0, t, 2000),
+            "behind"
+        );
+        assert_eq!(
+            verdict(&window(1_000, 1.0, 100.0, 0), 1000.0, t, 2000),
+            "few-samples"
+        );
+    }
+
+    #[test]
+    fn step_length_reaches_the_sample_floor() {
+        let sc = SearchConfig::default();
+        assert_eq!(sc.step_len(100_000.0), Duration::from_secs(2));
+        assert_eq!(sc.step_len(500.0), Duration::from_secs(4));
+        assert_eq!(sc.step_len(1.0), Duration::from_secs(20), "capped");
+        assert!(SearchConfig {
+            growth: 1.0,
+            ..SearchConfig::default()
+        }
+        .check()
+        .is_err());
+    }
+}
