@@ -13,13 +13,16 @@
 //! Between steps traffic stops until every echo is back. The search is bounded in steps and in
 //! time and stops by itself. This module owns the search; it must not measure windows itself.
 
+mod report;
+
+pub use report::{curve_chart, curve_table, search_summary};
+
 use crate::phases::us_label;
 use crate::rated::{pin_generator, Session, TrafficInfo, Window};
 use crate::report::thousands;
 use crate::workloads::{EchoConfig, MAX_DURATION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// A step whose achieved rate is below this share of the rate asked has fallen behind.
@@ -182,14 +185,27 @@ struct Run<'a> {
     log: bool,
 }
 
-impl Run<'_> {
+/// What the search needs of the measurements: room for another step, a step, the steps so far.
+/// [`Run`] measures real windows; the tests use a model.
+trait Probe {
     /// Whether another step at `rate` fits the step and time limits.
+    fn can_step(&self, rate: f64) -> bool;
+    /// Measures one step at `rate`; true when it passed.
+    fn step(&mut self, stage: &str, rate: f64) -> Result<bool, String>;
+    /// The steps so far, in the order run.
+    fn steps(&self) -> &[Step];
+}
+
+impl Probe for Run<'_> {
+    fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
     fn can_step(&self, rate: f64) -> bool {
         let len = self.sc.step_warmup + self.sc.step_len(rate) + QUIESCE;
         self.steps.len() < self.sc.max_steps && self.started.elapsed() + len <= MAX_DURATION
     }
 
-    /// Measures one step at `rate`; true when it passed.
     fn step(&mut self, stage: &str, rate: f64) -> Result<bool, String> {
         self.s.quiesce(QUIESCE)?;
         let w = self.s.window(
@@ -222,24 +238,9 @@ impl Run<'_> {
     }
 }
 
-/// Runs the search with the traffic `cfg` describes (its `rate`, `warmup` and `duration` are
-/// unused), the generator pinned to `cpu` if given; `log` prints a line per step to stderr.
-pub fn run_search(
-    cfg: &EchoConfig,
-    sc: &SearchConfig,
-    cpu: Option<usize>,
-    log: bool,
-) -> Result<SearchReport, String> {
-    sc.check()?;
-    let started = Instant::now();
-    let generator_cpu = pin_generator(cpu)?;
-    let mut r = Run {
-        s: Session::open(cfg)?,
-        sc,
-        steps: Vec::new(),
-        started,
-        log,
-    };
+/// The search itself over `r`: step up, bisect, repeat the best rate (falling back on a failed
+/// repeat). Returns the answer and why it stopped.
+fn search<P: Probe>(r: &mut P, sc: &SearchConfig) -> Result<(Option<Best>, String), String> {
     let out_of_budget = "step or time limit reached";
     let mut lo: Option<f64> = None;
     let mut hi: Option<f64> = None;
@@ -285,7 +286,7 @@ pub fn run_search(
     let mut failed: Vec<f64> = Vec::new();
     while let Some(l) = lo {
         let first_p99: Vec<f64> = r
-            .steps
+            .steps()
             .iter()
             .filter(|s| s.rate == l && s.verdict == "ok")
             .map(|s| s.window.latency.p99_us)
@@ -300,7 +301,7 @@ pub fn run_search(
                 break;
             }
             let ok = r.step("repeat", l)?;
-            if let Some(s) = r.steps.last() {
+            if let Some(s) = r.steps().last() {
                 p99_us.push(s.window.latency.p99_us);
             }
             if !ok {
@@ -320,8 +321,9 @@ pub fn run_search(
             break;
         }
         failed.push(l);
+        hi = Some(l);
         lo = r
-            .steps
+            .steps()
             .iter()
             .filter(|s| s.verdict == "ok" && s.rate < l && !failed.contains(&s.rate))
             .map(|s| s.rate)
@@ -330,10 +332,32 @@ pub fn run_search(
     if stopped.is_empty() {
         stopped = match (&best, lo, hi) {
             (None, _, _) => "no rate tried stayed under the target".into(),
-            (Some(_), _, Some(h)) => format!("bisected to the first failing rate, {h}/s"),
+            (Some(_), _, Some(h)) => format!("the lowest failing rate is {h}/s"),
             _ => "done".into(),
         };
     }
+    Ok((best, stopped))
+}
+
+/// Runs the search with the traffic `cfg` describes (its `rate`, `warmup` and `duration` are
+/// unused), the generator pinned to `cpu` if given; `log` prints a line per step to stderr.
+pub fn run_search(
+    cfg: &EchoConfig,
+    sc: &SearchConfig,
+    cpu: Option<usize>,
+    log: bool,
+) -> Result<SearchReport, String> {
+    sc.check()?;
+    let started = Instant::now();
+    let generator_cpu = pin_generator(cpu)?;
+    let mut r = Run {
+        s: Session::open(cfg)?,
+        sc,
+        steps: Vec::new(),
+        started,
+        log,
+    };
+    let (best, stopped) = search(&mut r, sc)?;
     let Run { s, steps, .. } = r;
     let (errors, traffic) = s.finish(generator_cpu)?;
     Ok(SearchReport {
@@ -352,123 +376,6 @@ pub fn run_search(
         errors,
         duration_s: started.elapsed().as_secs_f64(),
     })
-}
-
-/// The latency-rate curve as a Markdown table, steps sorted by rate asked.
-pub fn curve_table(r: &SearchReport) -> String {
-    let mut steps: Vec<&Step> = r.steps.iter().collect();
-    steps.sort_by(|a, b| a.rate.total_cmp(&b.rate).then(a.n.cmp(&b.n)));
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "| step | stage | asked msg/s | achieved msg/s | p50 | p90 | p99 | p99.9 | max | echoes | srv CPU | gen CPU | verdict |"
-    );
-    let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
-    for st in steps {
-        let w = &st.window;
-        let l = &w.latency;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
-            st.n,
-            st.stage,
-            thousands(st.rate),
-            thousands(w.msgs_per_s),
-            us_label(l.p50_us),
-            us_label(l.p90_us),
-            us_label(l.p99_us),
-            us_label(l.p999_us),
-            us_label(l.max_us),
-            thousands(w.messages as f64),
-            w.server_cpu_pct
-                .map(|c| format!("{c:.0}%"))
-                .unwrap_or_else(|| "n/a".into()),
-            w.generator_cpu_pct,
-            st.verdict
-        );
-    }
-    s
-}
-
-/// The latency-rate curve's chart data.
-pub fn curve_chart(r: &SearchReport) -> crate::svg::Curve {
-    let t = &r.traffic;
-    crate::svg::Curve {
-        title: format!(
-            "p99 search, {} connections, {} {}: {} msg/s under p99 {}",
-            t.connected,
-            crate::report::size_label(t.size),
-            t.kind,
-            r.best
-                .as_ref()
-                .map(|b| thousands(b.rate))
-                .unwrap_or_else(|| "no rate".into()),
-            us_label(r.target_p99_us)
-        ),
-        target_us: Some(r.target_p99_us),
-        best_rate: r.best.as_ref().map(|b| b.rate),
-        points: r
-            .steps
-            .iter()
-            .map(|s| crate::svg::CurvePoint {
-                rate: s.rate,
-                p50_us: s.window.latency.p50_us,
-                p90_us: s.window.latency.p90_us,
-                p99_us: s.window.latency.p99_us,
-                ok: s.verdict == "ok",
-            })
-            .collect(),
-    }
-}
-
-/// The report as text: what was searched, the answer, and the curve.
-pub fn search_summary(r: &SearchReport) -> String {
-    let mut s = String::new();
-    let t = &r.traffic;
-    let _ = writeln!(
-        s,
-        "p99 search {}: {}/{} connections, up to {} in flight each, {} {} (largest), \
-         p99 target {}, generator on CPU {}",
-        t.url,
-        t.connected,
-        t.connections,
-        t.pipeline,
-        crate::report::size_label(t.size),
-        t.kind,
-        us_label(r.target_p99_us),
-        t.generator_cpu
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "any".into())
-    );
-    match &r.best {
-        Some(b) => {
-            let p99: Vec<String> = b.p99_us.iter().map(|&v| us_label(v)).collect();
-            let _ = writeln!(
-                s,
-                "highest rate under the target: {} msg/s (p99 {}{})",
-                thousands(b.rate),
-                p99.join(", "),
-                if b.confirmed { "" } else { "; not repeated" }
-            );
-        }
-        None => {
-            let _ = writeln!(s, "no rate tried stayed under the target");
-        }
-    }
-    let _ = writeln!(
-        s,
-        "stopped: {}; {} steps in {:.0} s; errors: {}\n",
-        r.stopped,
-        r.steps.len(),
-        r.duration_s,
-        if r.errors.is_empty() {
-            "none".to_string()
-        } else {
-            format!("{:?}", r.errors)
-        }
-    );
-    s.push_str(&curve_table(r));
-    s
 }
 
 #[cfg(test)]
@@ -520,6 +427,108 @@ mod tests {
             verdict(&window(1_000, 1.0, 100.0, 0), 1000.0, t, 2000),
             "few-samples"
         );
+    }
+
+    /// A server model: a rate passes when it is at most `capacity`, except the rates in
+    /// `flaky`, which pass their first time and fail after.
+    struct Model {
+        capacity: f64,
+        flaky: Vec<f64>,
+        max_steps: usize,
+        steps: Vec<Step>,
+    }
+
+    impl Probe for Model {
+        fn can_step(&self, _rate: f64) -> bool {
+            self.steps.len() < self.max_steps
+        }
+        fn step(&mut self, stage: &str, rate: f64) -> Result<bool, String> {
+            let seen = self.steps.iter().any(|s| s.rate == rate);
+            let ok = rate <= self.capacity && !(seen && self.flaky.contains(&rate));
+            self.steps.push(Step {
+                n: self.steps.len() + 1,
+                stage: stage.into(),
+                rate,
+                verdict: if ok { "ok" } else { "p99-over" }.into(),
+                window: window(1, 1.0, 1.0, 0),
+            });
+            Ok(ok)
+        }
+        fn steps(&self) -> &[Step] {
+            &self.steps
+        }
+    }
+
+    fn model(capacity: f64, flaky: &[f64], max_steps: usize) -> Model {
+        Model {
+            capacity,
+            flaky: flaky.to_vec(),
+            max_steps,
+            steps: Vec::new(),
+        }
+    }
+
+    fn rates(m: &Model, stage: &str) -> Vec<f64> {
+        m.steps
+            .iter()
+            .filter(|s| s.stage == stage)
+            .map(|s| s.rate)
+            .collect()
+    }
+
+    #[test]
+    fn steps_up_bisects_and_repeats() {
+        let sc = SearchConfig::default(); // from 1000/s, x2, 5 %
+        let mut m = model(50_000.0, &[], 30);
+        let (best, stopped) = search(&mut m, &sc).expect("search");
+        let best = best.expect("an answer");
+        assert_eq!(rates(&m, "step-up"), [1e3, 2e3, 4e3, 8e3, 16e3, 32e3, 64e3]);
+        // Between 32k (good) and 64k (bad): 48k ok, 56k bad, 52k bad, 50k ok: within 5 %.
+        assert_eq!(rates(&m, "bisect"), [48e3, 56e3, 52e3, 50e3]);
+        assert_eq!(rates(&m, "repeat"), [50e3]);
+        assert_eq!(best.rate, 50e3);
+        assert!(best.confirmed);
+        assert_eq!(best.p99_us.len(), 2, "the finding step and its repeat");
+        assert!(stopped.contains("52000"), "{stopped}");
+    }
+
+    #[test]
+    fn a_failed_repeat_falls_back_to_the_next_good_rate() {
+        let sc = SearchConfig::default();
+        let mut m = model(50_000.0, &[50e3], 30);
+        let (best, stopped) = search(&mut m, &sc).expect("search");
+        let best = best.expect("an answer");
+        // 50k passed once then failed its repeat; 48k is the next rate that passed.
+        assert_eq!(rates(&m, "repeat"), [50e3, 48e3]);
+        assert_eq!(best.rate, 48e3);
+        assert!(best.confirmed);
+        assert!(stopped.contains("50000"), "{stopped}");
+    }
+
+    #[test]
+    fn stops_at_the_limits() {
+        let sc = SearchConfig {
+            max_rate: 5000.0,
+            ..SearchConfig::default()
+        };
+        let mut m = model(1e9, &[], 30);
+        let (best, stopped) = search(&mut m, &sc).expect("search");
+        assert_eq!(rates(&m, "step-up"), [1e3, 2e3, 4e3, 5e3], "capped");
+        assert_eq!(best.map(|b| b.rate), Some(5e3));
+        assert!(stopped.contains("max-rate"), "{stopped}");
+
+        let mut m = model(1e9, &[], 3);
+        let (best, stopped) = search(&mut m, &SearchConfig::default()).expect("search");
+        assert_eq!(m.steps.len(), 3, "the step budget");
+        let best = best.expect("the last good rate");
+        assert!(!best.confirmed, "no step left to repeat it");
+        assert!(stopped.contains("limit"), "{stopped}");
+
+        let mut m = model(10.0, &[], 30);
+        let (best, stopped) = search(&mut m, &SearchConfig::default()).expect("search");
+        assert!(best.is_none());
+        assert_eq!(m.steps.len(), 1);
+        assert!(stopped.contains("no rate"), "{stopped}");
     }
 
     #[test]
