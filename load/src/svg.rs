@@ -284,7 +284,8 @@ pub fn curve(c: &Curve) -> String {
             esc(&rate_label(b.round()))
         );
     }
-    let series: [(&str, &str, fn(&CurvePoint) -> f64); 3] = [
+    type Series = (&'static str, &'static str, fn(&CurvePoint) -> f64);
+    let series: [Series; 3] = [
         ("p50", "#1c7ed6", |p| p.p50_us),
         ("p90", "#ae3ec9", |p| p.p90_us),
         ("p99", "#495057", |p| p.p99_us),

@@ -208,6 +208,9 @@ pub fn server_list(a: &CompareArgs, bin_dir: &std::path::Path) -> Result<Vec<Ser
     Ok(list)
 }
 
+/// The kinds one run of a server sends, with weights; `None` for the raw ceiling.
+type UnitKinds = Option<Vec<(Kind, u32)>>;
+
 /// Runs the comparison; Ok(false) when some run had errors.
 pub fn run(a: &CompareArgs) -> Result<bool, String> {
     if let Some(p) = &a.from_json {
@@ -306,11 +309,11 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         Some(m) => vec![m.kinds.clone()],
         None => vec![vec![(Kind::Text, 1)], vec![(Kind::Binary, 1)]],
     };
-    let units: Vec<(usize, Option<Vec<(Kind, u32)>>)> = servers
+    let units: Vec<(usize, UnitKinds)> = servers
         .iter()
         .enumerate()
         .flat_map(|(i, s)| {
-            let kinds: Vec<Option<Vec<(Kind, u32)>>> = if s.raw {
+            let kinds: Vec<UnitKinds> = if s.raw {
                 vec![None]
             } else {
                 ws_kinds.iter().cloned().map(Some).collect()
@@ -371,13 +374,13 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         // seconds apart, not a server's whole round apart, so the VM's drift in speed over
         // minutes cancels out of the ratios.
         let offset = (round - 1) * units.len() / a.rounds;
-        let kind_name = |kind: &Option<Vec<(Kind, u32)>>| match kind.as_deref() {
+        let kind_name = |kind: &UnitKinds| match kind.as_deref() {
             None => "raw",
             Some([(k, _)]) => k.name(),
             Some(_) => "mixed",
         };
         for shape in &shapes {
-            let kept = |(_, kind): &(usize, Option<Vec<(Kind, u32)>>)| {
+            let kept = |(_, kind): &(usize, UnitKinds)| {
                 keep(&format!("{} {}", shape.label(), kind_name(kind)))
             };
             if !units.iter().any(kept) {
