@@ -10,6 +10,7 @@
 
 mod conn;
 mod target;
+mod timer;
 
 pub use conn::Tally;
 pub use target::{Mode, Target};
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use timer::{SendTimer, MIN_WAIT, TIMER, WAIT_PER_CONN};
 
 /// Size of the shared read buffer.
 const SCRATCH: usize = 256 * 1024;
@@ -73,6 +75,9 @@ pub struct Engine {
     connecting: usize,
     live: usize,
     failed_connects: u64,
+    /// Wakes the loop when a paced send is due (`None` if no timerfd could be made: then the
+    /// loop polls every millisecond, as coarse as `epoll_wait` is).
+    timer: Option<SendTimer>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -114,8 +119,11 @@ impl Engine {
                 }
             })
             .collect();
+        let poll = Poll::new()?;
+        let timer = SendTimer::new(poll.registry()).ok();
         Ok(Engine {
-            poll: Poll::new()?,
+            poll,
+            timer,
             events: Events::with_capacity(4096),
             ready: Vec::with_capacity(4096),
             conns: Vec::new(),
@@ -322,9 +330,9 @@ impl Engine {
     /// One loop turn: wait up to `timeout`, handle readiness, send what a fixed rate allows,
     /// then write each connection that has output once.
     pub fn turn(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = match self.ctx.rate_interval {
-            Some(_) => timeout.min(Duration::from_millis(1)),
-            None => timeout,
+        let timeout = match (self.ctx.rate_interval, &self.timer) {
+            (Some(_), None) => timeout.min(Duration::from_millis(1)),
+            _ => timeout,
         };
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
@@ -343,6 +351,12 @@ impl Engine {
             )
         }));
         for &(idx, readable, writable, error) in &ready {
+            if idx == TIMER.0 {
+                if let Some(t) = self.timer.as_mut() {
+                    t.fired();
+                }
+                continue;
+            }
             let state = match self.conns.get(idx).and_then(|c| c.as_ref()) {
                 Some(c) => c.state,
                 None => continue,
@@ -376,8 +390,15 @@ impl Engine {
         self.ready = ready;
         if let Some(interval) = self.ctx.rate_interval {
             if self.ctx.sending {
+                let mut next: Option<Instant> = None;
                 for c in self.conns.iter_mut().flatten() {
-                    c.fill_rated(&mut self.ctx, interval);
+                    if let Some(due) = c.fill_rated(&mut self.ctx, interval) {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                    }
+                }
+                if let (Some(t), Some(due)) = (self.timer.as_mut(), next) {
+                    let min_wait = MIN_WAIT.max(WAIT_PER_CONN * self.live as u32);
+                    t.arm(due, self.ctx.now, min_wait);
                 }
             }
         }
@@ -465,17 +486,24 @@ impl Engine {
             }
         }
     }
-    /// Changes the fixed total rate without restarting the schedule (a ramp's small steps):
-    /// sends already due stay due, so lateness still counts in the latency, and a send planned
-    /// further ahead than the new interval moves forward to it.
+    /// Changes the fixed total rate without restarting the schedule (a ramp's small steps,
+    /// one phase to the next): sends already due stay due, so lateness still counts in the
+    /// latency, and the wait of every send planned ahead is scaled by the new interval over
+    /// the old, so the connections stay spread over the interval instead of bunching up.
     pub fn retarget_rate(&mut self, rate: f64, connections: usize) {
         let Some(interval) = interval_for(Some(rate), connections) else {
             return;
         };
-        self.ctx.rate_interval = Some(interval);
-        let latest = Instant::now() + interval;
+        let old = self.ctx.rate_interval.replace(interval);
+        let Some(old) = old.filter(|o| !o.is_zero()) else {
+            return;
+        };
+        let ratio = interval.as_secs_f64() / old.as_secs_f64();
+        let now = Instant::now();
         for c in self.conns.iter_mut().flatten() {
-            c.next_due = c.next_due.min(latest);
+            if let Some(wait) = c.next_due.checked_duration_since(now) {
+                c.next_due = now + wait.mul_f64(ratio);
+            }
         }
     }
     /// Queues new messages again after [`Engine::stop_sending`].
