@@ -113,6 +113,9 @@ struct RateModes {
     /// --p99: times the answer is measured again before it is reported.
     #[arg(long, default_value_t = 1, help_heading = "Rate search (--p99)")]
     repeats: usize,
+    /// --p99: times a failing step-up or bisection step is measured again before it counts.
+    #[arg(long, default_value_t = 1, help_heading = "Rate search (--p99)")]
+    retries: usize,
     /// --p99: most steps in all.
     #[arg(long, default_value_t = 30, help_heading = "Rate search (--p99)")]
     max_steps: usize,
@@ -280,6 +283,7 @@ fn p99_search(cfg: &EchoConfig, target: Duration, t: &Traffic) -> Result<bool, S
         step_warmup: m.step_warmup,
         min_samples: m.min_samples,
         repeats: m.repeats,
+        retries: m.retries,
         max_steps: m.max_steps,
         ..SearchConfig::default()
     };

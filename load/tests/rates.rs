@@ -154,18 +154,27 @@ fn p99_search_steps_up_bisects_and_repeats() {
             assert!(f(&s["msgs_per_s"]) >= 0.95 * rate(s), "{s}");
         }
     }
-    // Step-up: 500, 1000, 2000, 4000 (capped), each passing but perhaps the last.
+    // Step-up: 500, 1000, 2000, 4000 (capped). A failing one is retried at once, and the
+    // step-up goes on only if the retry passed.
     let up: Vec<&Value> = steps.iter().filter(|s| s["stage"] == "step-up").collect();
     let expect = [500.0, 1000.0, 2000.0, 4000.0];
+    let passed = |s: &Value| {
+        ok(s) || {
+            let n = u(&s["n"]) as usize; // steps are numbered from 1: steps[n] is the next
+            steps
+                .get(n)
+                .is_some_and(|x| x["stage"] == "retry" && rate(x) == rate(s) && ok(x))
+        }
+    };
     for (i, s) in up.iter().enumerate() {
         assert_eq!(rate(s), expect[i], "{s}");
         assert!(
-            ok(s) || i == up.len() - 1,
+            passed(s) || i == up.len() - 1,
             "only the last step-up fails: {s}"
         );
     }
     // Bisection stays strictly between the last good and the first bad step-up rate.
-    if let Some(bad) = up.last().filter(|s| !ok(s)) {
+    if let Some(bad) = up.last().filter(|s| !passed(s)) {
         let good = if up.len() > 1 {
             rate(up[up.len() - 2])
         } else {
@@ -226,8 +235,18 @@ fn p99_search_with_a_target_no_server_meets() {
     assert_eq!(code, 0, "{err}\n{r}");
     assert!(r["best"].is_null(), "{r}");
     let steps = r["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 1, "it stops after the first failing step: {r}");
-    assert_eq!(steps[0]["verdict"], "p99-over");
+    let stages: Vec<&str> = steps.iter().filter_map(|s| s["stage"].as_str()).collect();
+    assert_eq!(
+        stages,
+        ["step-up", "retry"],
+        "one failure and its retry: {r}"
+    );
+    for s in steps {
+        assert_eq!(
+            (s["verdict"].as_str(), f(&s["rate"])),
+            (Some("p99-over"), 500.0)
+        );
+    }
     assert!(r["stopped"].as_str().is_some_and(|s| s.contains("no rate")));
     assert_eq!(u(&r["error_total"]), 0);
 }

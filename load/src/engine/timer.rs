@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// The shortest wait the timer is armed for: sends due closer together than this go out in one
 /// turn, at most this late, so that at high rates the loop does not wake once per message.
-pub(super) const MIN_WAIT: Duration = Duration::from_micros(20);
+pub(super) const MIN_WAIT: Duration = Duration::from_micros(50);
 /// Every turn of a paced run looks at every connection for what is due (a few ns each): the
 /// wait is at least this per live connection too, so that look stays a small share of the
 /// loop's time (10,000 connections: 200 µs).

@@ -1,9 +1,10 @@
 //! `--p99 TARGET`: the highest message rate whose p99 latency stays under a target, as
 //! tcpkali's `-r @latency` and websocket-bench's step-up find it. Over connections opened once,
 //! it steps the total rate up by a factor (×2 by default) until a step fails, bisects between
-//! the last rate that passed and the first that failed until they are within `precision`, then
-//! measures the best rate again; if a repeat fails it falls back to the next lower rate that
-//! passed and repeats that. Every step is one [`crate::rated`] window reported with its
+//! the last rate that passed and the first that failed until they are within `precision`
+//! (a failing step is measured once more first: noise can fail a good rate, hardly pass a bad
+//! one), then measures the best rate again; if a repeat fails it falls back to the next lower
+//! rate that passed and repeats that. Every step is one [`crate::rated`] window reported with its
 //! latency percentiles, so the run gives the whole latency-rate curve, not just its answer.
 //!
 //! A step passes when nothing went wrong in it, the achieved rate is within 5 % of the rate
@@ -51,8 +52,10 @@ pub struct SearchConfig {
     pub min_samples: u64,
     /// Longest a step's window is lengthened to.
     pub max_step: Duration,
-    /// Times the best rate is measured again.
+    /// Times the best rate is measured again (each must pass).
     pub repeats: usize,
+    /// Times a failing step-up or bisection step is measured again before it counts as failed.
+    pub retries: usize,
     /// Most steps in all.
     pub max_steps: usize,
 }
@@ -70,6 +73,7 @@ impl Default for SearchConfig {
             min_samples: 2000,
             max_step: Duration::from_secs(20),
             repeats: 1,
+            retries: 1,
             max_steps: 30,
         }
     }
@@ -126,6 +130,10 @@ pub struct Step {
     pub rate: f64,
     /// `ok` or why it failed (see [`verdict`]).
     pub verdict: String,
+    /// Which side saturated its core in the step (see [`crate::stats::limit_verdict`]): a
+    /// `generator-bound` failure says nothing about the server.
+    #[serde(default)]
+    pub limit: String,
     /// What its window saw.
     #[serde(flatten)]
     pub window: Window,
@@ -218,13 +226,18 @@ impl Probe for Run<'_> {
         let v = verdict(&w, rate, self.sc.target, self.sc.min_samples);
         if self.log {
             eprintln!(
-                "p99 search: step {:>2} {:<8} {:>10} msg/s asked, {:>10} achieved, p99 {:>9}, {}",
+                "p99 search: step {:>2} {:<8} {:>10} msg/s asked, {:>10} achieved, p99 {:>9}, {} \
+                 (gen {:.0}%, srv {})",
                 self.steps.len() + 1,
                 stage,
                 thousands(rate),
                 thousands(w.msgs_per_s),
                 us_label(w.latency.p99_us),
-                v
+                v,
+                w.generator_cpu_pct,
+                w.server_cpu_pct
+                    .map(|c| format!("{c:.0}%"))
+                    .unwrap_or_else(|| "n/a".into())
             );
         }
         self.steps.push(Step {
@@ -232,10 +245,36 @@ impl Probe for Run<'_> {
             stage: stage.into(),
             rate,
             verdict: v.into(),
+            limit: crate::stats::limit_verdict(w.generator_cpu_pct, w.server_cpu_pct).into(),
             window: w,
         });
         Ok(v == "ok")
     }
+}
+
+/// One step-up or bisection step at `rate`; a failure other than errors is measured again up
+/// to `sc.retries` times, and the rate passes if a retry does. Noise on a shared machine only
+/// ever adds latency or steals time: it can make a good rate fail, hardly a bad one pass, so
+/// one unlucky window must not become the boundary. Errors are never noise.
+fn try_rate<P: Probe>(
+    r: &mut P,
+    sc: &SearchConfig,
+    stage: &str,
+    rate: f64,
+) -> Result<bool, String> {
+    if r.step(stage, rate)? {
+        return Ok(true);
+    }
+    for _ in 0..sc.retries {
+        let errors = r.steps().last().is_some_and(|s| s.verdict == "errors");
+        if errors || !r.can_step(rate) {
+            break;
+        }
+        if r.step("retry", rate)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The search itself over `r`: step up, bisect, repeat the best rate (falling back on a failed
@@ -253,7 +292,7 @@ fn search<P: Probe>(r: &mut P, sc: &SearchConfig) -> Result<(Option<Best>, Strin
             stopped = out_of_budget.into();
             break;
         }
-        if r.step("step-up", rate)? {
+        if try_rate(r, sc, "step-up", rate)? {
             lo = Some(rate);
             if rate >= sc.max_rate {
                 stopped = "reached --max-rate under the target".into();
@@ -275,7 +314,7 @@ fn search<P: Probe>(r: &mut P, sc: &SearchConfig) -> Result<(Option<Best>, Strin
             stopped = out_of_budget.into();
             break;
         }
-        if r.step("bisect", mid)? {
+        if try_rate(r, sc, "bisect", mid)? {
             lo = Some(mid);
         } else {
             hi = Some(mid);
@@ -450,6 +489,7 @@ mod tests {
                 stage: stage.into(),
                 rate,
                 verdict: if ok { "ok" } else { "p99-over" }.into(),
+                limit: String::new(),
                 window: window(1, 1.0, 1.0, 0),
             });
             Ok(ok)
@@ -485,6 +525,11 @@ mod tests {
         assert_eq!(rates(&m, "step-up"), [1e3, 2e3, 4e3, 8e3, 16e3, 32e3, 64e3]);
         // Between 32k (good) and 64k (bad): 48k ok, 56k bad, 52k bad, 50k ok: within 5 %.
         assert_eq!(rates(&m, "bisect"), [48e3, 56e3, 52e3, 50e3]);
+        assert_eq!(
+            rates(&m, "retry"),
+            [64e3, 56e3, 52e3],
+            "each failure measured twice"
+        );
         assert_eq!(rates(&m, "repeat"), [50e3]);
         assert_eq!(best.rate, 50e3);
         assert!(best.confirmed);
@@ -503,6 +548,36 @@ mod tests {
         assert_eq!(best.rate, 48e3);
         assert!(best.confirmed);
         assert!(stopped.contains("50000"), "{stopped}");
+    }
+
+    #[test]
+    fn a_failure_that_does_not_repeat_is_not_the_boundary() {
+        // 8k fails once (noise) and passes its retry: the step-up goes on past it.
+        struct Once(Model);
+        impl Probe for Once {
+            fn can_step(&self, rate: f64) -> bool {
+                self.0.can_step(rate)
+            }
+            fn step(&mut self, stage: &str, rate: f64) -> Result<bool, String> {
+                let first = !self.0.steps.iter().any(|s| s.rate == rate);
+                let ok = self.0.step(stage, rate)?;
+                if rate == 8e3 && first {
+                    if let Some(s) = self.0.steps.last_mut() {
+                        s.verdict = "p99-over".into();
+                    }
+                    return Ok(false);
+                }
+                Ok(ok)
+            }
+            fn steps(&self) -> &[Step] {
+                self.0.steps()
+            }
+        }
+        let mut m = Once(model(20_000.0, &[], 30));
+        let (best, _) = search(&mut m, &SearchConfig::default()).expect("search");
+        assert_eq!(rates(&m.0, "step-up"), [1e3, 2e3, 4e3, 8e3, 16e3, 32e3]);
+        assert_eq!(rates(&m.0, "retry")[0], 8e3);
+        assert!(best.is_some_and(|b| b.rate >= 16e3));
     }
 
     #[test]
@@ -527,7 +602,8 @@ mod tests {
         let mut m = model(10.0, &[], 30);
         let (best, stopped) = search(&mut m, &SearchConfig::default()).expect("search");
         assert!(best.is_none());
-        assert_eq!(m.steps.len(), 1);
+        assert_eq!(rates(&m, "step-up"), [1e3]);
+        assert_eq!(rates(&m, "retry"), [1e3]);
         assert!(stopped.contains("no rate"), "{stopped}");
     }
 

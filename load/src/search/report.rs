@@ -14,15 +14,15 @@ pub fn curve_table(r: &SearchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| step | stage | asked msg/s | achieved msg/s | p50 | p90 | p99 | p99.9 | max | echoes | srv CPU | gen CPU | verdict |"
+        "| step | stage | asked msg/s | achieved msg/s | p50 | p90 | p99 | p99.9 | max | echoes | srv CPU | gen CPU | limit | verdict |"
     );
-    let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+    let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|");
     for st in steps {
         let w = &st.window;
         let l = &w.latency;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
             st.n,
             st.stage,
             thousands(st.rate),
@@ -37,6 +37,7 @@ pub fn curve_table(r: &SearchReport) -> String {
                 .map(|c| format!("{c:.0}%"))
                 .unwrap_or_else(|| "n/a".into()),
             w.generator_cpu_pct,
+            st.limit,
             st.verdict
         );
     }
