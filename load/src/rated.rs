@@ -123,6 +123,9 @@ impl Session {
         if mix.max_size() > MAX_SIZE {
             return Err(format!("size at most {MAX_SIZE} bytes"));
         }
+        if cfg.mode == Mode::Raw && mix.entries().iter().any(|e| e.payload.size() == 0) {
+            return Err("raw messages need at least 1 byte".into());
+        }
         let target = Target::parse(&cfg.url)?;
         sys::raise_nofile();
         let source_ips = match cfg.source_ips {

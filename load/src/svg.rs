@@ -175,10 +175,15 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn rate_label(v: f64) -> String {
+    // Three significant digits at most: 1.18M, 48k, 2.5k.
+    let round = |x: f64| {
+        let step = 10f64.powf(x.abs().log10().floor() - 2.0).max(0.01);
+        (x / step).round() * step
+    };
     if v >= 1e6 {
-        format!("{}M", v / 1e6)
+        format!("{}M", round(v / 1e6))
     } else if v >= 1e3 {
-        format!("{}k", v / 1e3)
+        format!("{}k", round(v / 1e3))
     } else {
         format!("{v}")
     }

@@ -148,6 +148,10 @@ pub struct Best {
     pub p99_us: Vec<f64>,
     /// Whether it passed `repeats` more times (false when the search ran out of steps first).
     pub confirmed: bool,
+    /// The limit verdict of its last step: `generator-bound` means the generator's core, not
+    /// the server, set the figure.
+    #[serde(default)]
+    pub limit: String,
 }
 
 /// Result of a search.
@@ -352,10 +356,18 @@ fn search<P: Probe>(r: &mut P, sc: &SearchConfig) -> Result<(Option<Best>, Strin
             if !all_ran && stopped.is_empty() {
                 stopped = out_of_budget.into();
             }
+            let limit = r
+                .steps()
+                .iter()
+                .rev()
+                .find(|s| s.rate == l && s.verdict == "ok")
+                .map(|s| s.limit.clone())
+                .unwrap_or_default();
             best = Some(Best {
                 rate: l,
                 p99_us,
                 confirmed: passed == sc.repeats,
+                limit,
             });
             break;
         }

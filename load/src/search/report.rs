@@ -16,7 +16,10 @@ pub fn curve_table(r: &SearchReport) -> String {
         s,
         "| step | stage | asked msg/s | achieved msg/s | p50 | p90 | p99 | p99.9 | max | echoes | srv CPU | gen CPU | limit | verdict |"
     );
-    let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|");
+    let _ = writeln!(
+        s,
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"
+    );
     for st in steps {
         let w = &st.window;
         let l = &w.latency;
@@ -104,6 +107,14 @@ pub fn search_summary(r: &SearchReport) -> String {
                 p99.join(", "),
                 if b.confirmed { "" } else { "; not repeated" }
             );
+            if b.limit == "generator-bound" || b.limit == "both-saturated" {
+                let _ = writeln!(
+                    s,
+                    "limit at that rate: {} (the generator's core was saturated: the server may \
+                     go further than this figure)",
+                    b.limit
+                );
+            }
         }
         None => {
             let _ = writeln!(s, "no rate tried stayed under the target");
