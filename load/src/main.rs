@@ -71,6 +71,10 @@ struct Traffic {
     /// PID of the server, to report its CPU time per message.
     #[arg(long)]
     server_pid: Option<i32>,
+    /// Pace sends on the millisecond poll (batched per millisecond, up to 1 ms late) instead of
+    /// a timer when they are due; `callgrind.sh` uses it to count as it did before the timer.
+    #[arg(long)]
+    ms_pacing: bool,
     #[command(flatten)]
     modes: RateModes,
     #[command(flatten)]
@@ -225,6 +229,7 @@ fn echo_config(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> EchoCon
         max_pending: t.max_pending,
         source_ips: t.source_ips,
         server_pid: t.server_pid,
+        send_timer: !t.ms_pacing,
         progress: t.out.progress(),
     }
 }

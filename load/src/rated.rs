@@ -141,6 +141,7 @@ impl Session {
             rate: Some(PAUSED_BELOW),
             rate_connections: cfg.connections,
             source_ips,
+            send_timer: cfg.send_timer,
         })
         .map_err(|e| e.to_string())?;
         eng.stop_sending();

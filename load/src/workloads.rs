@@ -48,6 +48,10 @@ pub struct EchoConfig {
     pub source_ips: usize,
     /// The server's PID, for its CPU time.
     pub server_pid: Option<i32>,
+    /// Paced sends go out when due (a timerfd); `false` batches them per millisecond poll, the
+    /// pacing before the timer (`--ms-pacing`, which `callgrind.sh` uses so its counts stay
+    /// comparable with earlier ones).
+    pub send_timer: bool,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
 }
@@ -259,6 +263,7 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
         rate: cfg.rate,
         rate_connections: cfg.connections,
         source_ips,
+        send_timer: cfg.send_timer,
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);
@@ -471,6 +476,7 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
         rate: None,
         rate_connections: 1,
         source_ips,
+        send_timer: false, // nothing is paced
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);

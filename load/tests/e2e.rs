@@ -35,6 +35,7 @@ fn echo_cfg(
         max_pending: 16,
         source_ips: 0,
         server_pid: Some(pid),
+        send_timer: true,
         progress: false,
     }
 }

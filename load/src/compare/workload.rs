@@ -140,6 +140,7 @@ pub(super) fn echo_config(
         max_pending: 128,
         source_ips: 0,
         server_pid: srv.pid(),
+        send_timer: true,
         progress: !a.quiet,
     }
 }

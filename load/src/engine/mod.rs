@@ -46,6 +46,9 @@ pub struct EngineConfig {
     pub rate_connections: usize,
     /// Number of loopback source addresses (127.0.0.1 ..= 127.0.0.N) to spread over.
     pub source_ips: usize,
+    /// Wake for paced sends when they are due (a timerfd) rather than on the next millisecond
+    /// poll, which sends them in per-millisecond batches, up to a millisecond late.
+    pub send_timer: bool,
 }
 
 /// The per-connection send interval of a total `rate` over `connections`.
@@ -120,7 +123,10 @@ impl Engine {
             })
             .collect();
         let poll = Poll::new()?;
-        let timer = SendTimer::new(poll.registry()).ok();
+        let timer = match cfg.send_timer {
+            true => SendTimer::new(poll.registry()).ok(),
+            false => None,
+        };
         Ok(Engine {
             poll,
             timer,
