@@ -33,7 +33,10 @@ run() {
         grep -qi "listening" "$work/err" && break
         sleep 0.2
     done
-    "$load" echo "ws://127.0.0.1:$port/" -c 10 -s 20 -k text --rate 2000 --warmup 0 \
+    # --ms-pacing: sends batched per millisecond poll, as every earlier count here was taken
+    # (the send timer spreads them out, one wake-up each: 1,054 instructions per message for
+    # wsreactor on 2026-12-01 against 914-944 with --ms-pacing).
+    "$load" echo "ws://127.0.0.1:$port/" -c 10 -s 20 -k text --rate 2000 --ms-pacing --warmup 0 \
         -d "$seconds" --json --quiet >"$work/json"
     kill -INT "$pid"
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done

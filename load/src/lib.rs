@@ -1,6 +1,8 @@
 //! `load`: the load generator and comparison harness for wsreactor. A single-threaded,
 //! edge-triggered mio client ([`engine`]) drives the `echo`, `raw` and `connections` workloads
-//! ([`workloads`]); [`compare`] builds and starts wsreactor and its peers and runs the same
+//! ([`workloads`]); [`rated`] drives open-loop windows at set or ramping rates, on which
+//! [`phases`] (`--phases`) and [`search`] (`--p99`, the highest rate under a latency target)
+//! are built; [`compare`] builds and starts wsreactor and its peers and runs the same
 //! workloads against each, writing a table and a chart.
 
 #![warn(missing_docs, rust_2018_idioms)]
@@ -10,8 +12,11 @@ pub mod engine;
 pub mod frame;
 pub mod handshake;
 pub mod payload;
+pub mod phases;
 pub mod progress;
+pub mod rated;
 pub mod report;
+pub mod search;
 pub mod stats;
 pub mod svg;
 pub mod sys;

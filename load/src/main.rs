@@ -4,7 +4,11 @@
 
 use clap::{Args, Parser, Subcommand};
 use load::engine::Mode;
-use load::units::{parse_kind_mix, parse_rate, parse_secs, parse_size_mix, KindMix, SizeMix};
+use load::search::{self, SearchConfig};
+use load::units::{
+    parse_duration, parse_kind_mix, parse_latency, parse_rate, parse_secs, parse_size_mix, KindMix,
+    SizeMix,
+};
 use load::workloads::{self, ConnectionsConfig, EchoConfig};
 use load::{compare, report};
 use std::process::ExitCode;
@@ -67,8 +71,66 @@ struct Traffic {
     /// PID of the server, to report its CPU time per message.
     #[arg(long)]
     server_pid: Option<i32>,
+    /// Pace sends on the millisecond poll (batched per millisecond, up to 1 ms late) instead of
+    /// a timer when they are due; `callgrind.sh` uses it to count as it did before the timer.
+    #[arg(long)]
+    ms_pacing: bool,
+    #[command(flatten)]
+    modes: RateModes,
     #[command(flatten)]
     out: Output,
+}
+
+/// Open-loop modes: arrival-rate phases and the latency-bounded rate search.
+#[derive(Args, Debug)]
+struct RateModes {
+    /// Arrival-rate phases instead of one window: DURATION@RATE or DURATION@FROM..TO (a linear
+    /// ramp), comma-separated, e.g. 10s@1000,20s@1000..5000,10s@0 (0: connections held idle).
+    /// Rates are totals over all connections; -d and --rate are not used.
+    #[arg(long, value_parser = load::phases::parse_phase_list, conflicts_with_all = ["rate", "p99"])]
+    phases: Option<load::phases::Phases>,
+    /// Find the highest total rate whose p99 latency stays at or under this (e.g. 5ms, 800us):
+    /// step up, bisect, repeat the answer. -d and --rate are not used.
+    #[arg(long, value_parser = parse_latency, conflicts_with = "rate")]
+    p99: Option<Duration>,
+    /// --p99: the first rate tried.
+    #[arg(long, default_value = "1000/s", value_parser = parse_rate, help_heading = "Rate search (--p99)")]
+    start_rate: f64,
+    /// --p99: the highest rate tried.
+    #[arg(long, default_value = "2000000/s", value_parser = parse_rate, help_heading = "Rate search (--p99)")]
+    max_rate: f64,
+    /// --p99: factor between step-up rates.
+    #[arg(long, default_value_t = 2.0, help_heading = "Rate search (--p99)")]
+    growth: f64,
+    /// --p99: bisect until (first bad - last good) / last good is at most this.
+    #[arg(long, default_value_t = 0.05, help_heading = "Rate search (--p99)")]
+    precision: f64,
+    /// --p99: measured time per step (lengthened, up to 20 s, to see --min-samples echoes).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Rate search (--p99)")]
+    step: Duration,
+    /// --p99: unmeasured traffic at a step's rate before its window.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, help_heading = "Rate search (--p99)")]
+    step_warmup: Duration,
+    /// --p99: fewest echoes a step must measure to pass.
+    #[arg(long, default_value_t = 2000, help_heading = "Rate search (--p99)")]
+    min_samples: u64,
+    /// --p99: times the answer is measured again before it is reported.
+    #[arg(long, default_value_t = 1, help_heading = "Rate search (--p99)")]
+    repeats: usize,
+    /// --p99: times a failing step-up or bisection step is measured again before it counts.
+    #[arg(long, default_value_t = 1, help_heading = "Rate search (--p99)")]
+    retries: usize,
+    /// --p99: most steps in all.
+    #[arg(long, default_value_t = 30, help_heading = "Rate search (--p99)")]
+    max_steps: usize,
+    /// Pin the generator to this CPU (--phases and --p99; put the server on another one,
+    /// e.g. with taskset).
+    #[arg(long)]
+    pin: Option<usize>,
+    /// --phases and --p99: also write the report as JSON and Markdown (and, for --p99, the
+    /// latency-rate curve as curve.svg) into this directory.
+    #[arg(long)]
+    out_dir: Option<std::path::PathBuf>,
 }
 
 /// How a report is shown.
@@ -167,6 +229,7 @@ fn echo_config(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> EchoCon
         max_pending: t.max_pending,
         source_ips: t.source_ips,
         server_pid: t.server_pid,
+        send_timer: !t.ms_pacing,
         progress: t.out.progress(),
     }
 }
@@ -177,9 +240,84 @@ fn out(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
-/// Runs the `echo` or `raw` workload and prints its report.
+/// Writes `files` (name, contents) into `dir`.
+fn write_files(dir: &std::path::Path, files: &[(&str, String)]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, body) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    eprintln!(
+        "wsrload: wrote {} to {}",
+        files.iter().map(|f| f.0).collect::<Vec<_>>().join(", "),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(r: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(r).map_err(|e| e.to_string())
+}
+
+/// Runs `--phases` and prints (and writes) its report.
+fn phases(cfg: &EchoConfig, phases: &[load::phases::Phase], t: &Traffic) -> Result<bool, String> {
+    let r = load::phases::run_phases(cfg, phases, t.modes.pin, !t.out.quiet)?;
+    t.out.print(&r, load::phases::phases_summary)?;
+    if let Some(dir) = &t.modes.out_dir {
+        write_files(
+            dir,
+            &[
+                ("phases.json", json(&r)?),
+                ("phases.md", load::phases::phases_summary(&r)),
+            ],
+        )?;
+    }
+    Ok(r.error_total == 0)
+}
+
+/// Runs the `--p99` search and prints (and writes) its report and curve.
+fn p99_search(cfg: &EchoConfig, target: Duration, t: &Traffic) -> Result<bool, String> {
+    let m = &t.modes;
+    let sc = SearchConfig {
+        target,
+        start_rate: m.start_rate,
+        max_rate: m.max_rate,
+        growth: m.growth,
+        precision: m.precision,
+        step: m.step,
+        step_warmup: m.step_warmup,
+        min_samples: m.min_samples,
+        repeats: m.repeats,
+        retries: m.retries,
+        max_steps: m.max_steps,
+        ..SearchConfig::default()
+    };
+    let r = search::run_search(cfg, &sc, m.pin, !t.out.quiet)?;
+    t.out.print(&r, search::search_summary)?;
+    if let Some(dir) = &m.out_dir {
+        write_files(
+            dir,
+            &[
+                ("search.json", json(&r)?),
+                ("search.md", search::search_summary(&r)),
+                ("curve.svg", load::svg::curve(&search::curve_chart(&r))),
+            ],
+        )?;
+    }
+    Ok(r.error_total == 0)
+}
+
+/// Runs the `echo` or `raw` workload (one window, `--phases` or a `--p99` search) and prints
+/// its report.
 fn echo(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> Result<bool, String> {
-    let r = workloads::run_echo(&echo_config(mode, url, kinds, t))?;
+    let cfg = echo_config(mode, url, kinds, t);
+    if let Some(p) = &t.modes.phases {
+        return phases(&cfg, &p.0, t);
+    }
+    if let Some(target) = t.modes.p99 {
+        return p99_search(&cfg, target, t);
+    }
+    let r = workloads::run_echo(&cfg)?;
     t.out.print(&r, report::echo_summary)?;
     Ok(r.error_total == 0)
 }

@@ -1,5 +1,6 @@
-//! Parsing of command-line quantities: sizes (20, 1KiB, 16MiB), durations in seconds, rates
-//! (`5000` or `5000/s`), and weighted lists (`20:80,1KiB:15,64KiB:5`, `text:50,binary:50`).
+//! Parsing of command-line quantities: sizes (20, 1KiB, 16MiB), durations in seconds (or with
+//! ms/s/m), latencies (5ms, 500us), rates (`5000` or `5000/s`), and weighted lists
+//! (`20:80,1KiB:15,64KiB:5`, `text:50,binary:50`).
 
 use std::time::Duration;
 
@@ -32,6 +33,52 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err("duration must be between 0 and 3600 s".into());
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// Parses a duration with a unit: `500ms`, `10s`, `2m`, or bare seconds; at most an hour.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mul) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t.strip_suffix('s').unwrap_or(t), 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad duration {s:?}: {e}"))?;
+    let secs = v * mul;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("duration {s:?} must be between 0 and 3600 s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a latency: `5ms`, `500us` (or `µs`), `0.5ms`, `1s`; more than 0, at most 10 s.
+pub fn parse_latency(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mul) = if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("latency {s:?} needs a unit: us, ms or s"));
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad latency {s:?}: {e}"))?;
+    let secs = v * mul;
+    if !(secs > 0.0 && secs <= 10.0) {
+        return Err(format!(
+            "latency {s:?} must be more than 0 and at most 10 s"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses a rate in events per second: `5000`, `5000/s` or `5k/s`; 0 means unlimited.
@@ -134,5 +181,22 @@ mod tests {
             ])
         );
         assert!(parse_kind_mix("json").is_err());
+    }
+
+    #[test]
+    fn durations_and_latencies() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_latency("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_latency("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_latency("250µs"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_latency("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_latency("5").is_err(), "a unit is required");
+        assert!(parse_latency("0ms").is_err());
+        assert!(parse_latency("11s").is_err());
     }
 }

@@ -48,6 +48,10 @@ pub struct EchoConfig {
     pub source_ips: usize,
     /// The server's PID, for its CPU time.
     pub server_pid: Option<i32>,
+    /// Paced sends go out when due (a timerfd); `false` batches them per millisecond poll, the
+    /// pacing before the timer (`--ms-pacing`, which `callgrind.sh` uses so its counts stay
+    /// comparable with earlier ones).
+    pub send_timer: bool,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
 }
@@ -165,7 +169,7 @@ fn open_more(
 /// Connects `n` connections with the given depth; returns when all opened or failed, or at the
 /// timeout: `grace` plus the time pacing at `rate` per second takes (none when unpaced).
 #[allow(clippy::too_many_arguments)]
-fn connect_phase(
+pub(crate) fn connect_phase(
     eng: &mut Engine,
     n: usize,
     depth: usize,
@@ -200,6 +204,38 @@ fn connect_phase(
     Ok(())
 }
 
+/// "text", "binary", "mixed" (both kinds in the mix) or "raw".
+pub(crate) fn kind_label(mode: Mode, mix: &Mix) -> String {
+    match mode {
+        Mode::WebSocket => {
+            let first = mix.entries()[0].payload.kind();
+            if mix.entries().iter().all(|e| e.payload.kind() == first) {
+                first.name().into()
+            } else {
+                "mixed".into()
+            }
+        }
+        Mode::Raw => "raw".into(),
+    }
+}
+
+/// The mix's shapes with the echoes checked per shape (`by_shape`, in the mix's order).
+pub(crate) fn mix_counts(mode: Mode, mix: &Mix, by_shape: &[u64]) -> Vec<MixCount> {
+    mix.entries()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| MixCount {
+            size: e.payload.size(),
+            kind: match mode {
+                Mode::WebSocket => e.payload.kind().name().into(),
+                Mode::Raw => "raw".into(),
+            },
+            weight: e.weight,
+            messages: by_shape.get(i).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
 /// Runs the `echo` or `raw` workload.
 pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
     check_common(cfg.connections, cfg.duration)?;
@@ -227,6 +263,7 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
         rate: cfg.rate,
         rate_connections: cfg.connections,
         source_ips,
+        send_timer: cfg.send_timer,
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);
@@ -333,31 +370,8 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
         connections: cfg.connections,
         connected,
         size: mix.max_size(),
-        kind: match cfg.mode {
-            Mode::WebSocket => {
-                let first = mix.entries()[0].payload.kind();
-                if mix.entries().iter().all(|e| e.payload.kind() == first) {
-                    first.name().into()
-                } else {
-                    "mixed".into()
-                }
-            }
-            Mode::Raw => "raw".into(),
-        },
-        mix: mix
-            .entries()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| MixCount {
-                size: e.payload.size(),
-                kind: match cfg.mode {
-                    Mode::WebSocket => e.payload.kind().name().into(),
-                    Mode::Raw => "raw".into(),
-                },
-                weight: e.weight,
-                messages: tally.recv_by_shape.get(i).copied().unwrap_or(0),
-            })
-            .collect(),
+        kind: kind_label(cfg.mode, &mix),
+        mix: mix_counts(cfg.mode, &mix, &tally.recv_by_shape),
         pipeline: cfg.pipeline,
         rate: cfg.rate,
         warmup_s: cfg.warmup.as_secs_f64(),
@@ -462,6 +476,7 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
         rate: None,
         rate_connections: 1,
         source_ips,
+        send_timer: false, // nothing is paced
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);

@@ -6,23 +6,26 @@
 //! server and to the raw TCP ceiling, server CPU per message and the limiting side, and writes
 //! `results.md`, `results.json` and `chart.svg` to `--out-dir`.
 //!
-//! This module owns the arguments, the workload list and the round loop; it does not start
-//! processes itself (that is [`servers`]) nor aggregate numbers (that is [`table`]).
+//! This module owns the arguments and the round loop ([`workload`] the shapes and the mix); it
+//! does not start processes itself (that is [`servers`]) nor aggregate numbers (that is
+//! [`table`]).
 
 pub mod servers;
 pub mod table;
+mod workload;
 
-use crate::engine::Mode;
 use crate::payload::Kind;
-use crate::report::{size_label, thousands};
-use crate::units::parse_secs;
-use crate::workloads::{self, ConnectionsConfig, ConnectionsReport, EchoConfig, EchoReport};
+use crate::report::thousands;
+use crate::units::{parse_kind_mix, parse_secs, parse_size_mix, KindMix, SizeMix};
+use crate::workloads::{self, ConnectionsConfig, ConnectionsReport, EchoReport};
 use crate::{svg, sys};
 use serde::{Deserialize, Serialize};
 use servers::{Instance, Launch, Server, RAW};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use table::Table;
+use workload::{echo_config, workload_mix};
+pub use workload::{shapes, Shape};
 
 /// Arguments of `load compare`.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,12 +63,29 @@ pub struct CompareArgs {
     /// PID of a --target server, NAME=PID, for its CPU per message and memory (repeatable).
     #[arg(long = "pid", value_name = "NAME=PID")]
     pub pid: Vec<String>,
+    /// Request path of a started server, NAME=/PATH (repeatable; default `/`), e.g.
+    /// mine=/echo for ws://127.0.0.1:{port}/echo.
+    #[arg(long = "path", value_name = "NAME=/PATH")]
+    pub path: Vec<String>,
     /// The server the `vs` column divides by (default: wsreactor if listed, else the first).
     #[arg(long)]
     pub baseline: Option<String>,
     /// Skip the raw TCP ceiling.
     #[arg(long)]
     pub no_raw: bool,
+    /// Run one workload with this message mix instead of the standard shapes: a size or
+    /// SIZE:WEIGHT,… (e.g. 20:80,1KiB:15,64KiB:5), over --connections with --pipeline in flight.
+    #[arg(long, value_parser = parse_size_mix)]
+    pub sizes: Option<SizeMix>,
+    /// Kinds of the mix workload: text, binary, mixed or KIND:WEIGHT,… (default mixed).
+    #[arg(long, value_parser = parse_kind_mix)]
+    pub kinds: Option<KindMix>,
+    /// Connections of the mix workload.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Messages in flight per connection in the mix workload.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
     /// Only workloads whose label contains this text.
     #[arg(long)]
     pub only: Option<String>,
@@ -81,49 +101,6 @@ pub struct CompareArgs {
     /// Do not run anything: rebuild the table and chart from a results.json written earlier.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
-}
-
-/// One echo traffic shape of the comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Shape {
-    /// Connections.
-    pub connections: usize,
-    /// Message size.
-    pub size: usize,
-    /// Messages in flight per connection.
-    pub pipeline: usize,
-}
-
-impl Shape {
-    /// "100 x 20 B, 16 in flight".
-    pub fn label(&self) -> String {
-        format!(
-            "{} x {}{}",
-            self.connections,
-            size_label(self.size),
-            if self.pipeline > 1 {
-                format!(" p{}", self.pipeline)
-            } else {
-                String::new()
-            }
-        )
-    }
-}
-
-/// The shapes every server runs, in text and in binary.
-pub fn shapes() -> Vec<Shape> {
-    let s = |connections, size, pipeline| Shape {
-        connections,
-        size,
-        pipeline,
-    };
-    vec![
-        s(100, 20, 1),
-        s(100, 20, 16),
-        s(100, 1024, 1),
-        s(10, 16 * 1024, 1),
-        s(1, 1 << 20, 1),
-    ]
 }
 
 /// One echo run's outcome.
@@ -172,6 +149,10 @@ pub struct Results {
     /// The server the `vs` column divides by (absent in older files: wsreactor).
     #[serde(default)]
     pub baseline: Option<String>,
+    /// The `--sizes`/`--kinds` mix the mix workload ran, e.g. "sizes 20:80,1KiB:15, kinds
+    /// text:1,binary:1" (absent without one).
+    #[serde(default)]
+    pub mix: Option<String>,
 }
 
 /// The list of servers the arguments name, in table order: built-ins, `--server` entries,
@@ -203,6 +184,13 @@ pub fn server_list(a: &CompareArgs, bin_dir: &std::path::Path) -> Result<Vec<Ser
             None => return Err(format!("--pid {name}: no --target of that name")),
         }
     }
+    for spec in &a.path {
+        let (name, path) = servers::split_named(spec)?;
+        match list.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.set_path(&path)?,
+            None => return Err(format!("--path {name}: no server of that name")),
+        }
+    }
     if !a.no_raw {
         list.push(Server::builtin(RAW, bin_dir)?);
     }
@@ -219,6 +207,9 @@ pub fn server_list(a: &CompareArgs, bin_dir: &std::path::Path) -> Result<Vec<Ser
     }
     Ok(list)
 }
+
+/// The kinds one run of a server sends, with weights; `None` for the raw ceiling.
+type UnitKinds = Option<Vec<(Kind, u32)>>;
 
 /// Runs the comparison; Ok(false) when some run had errors.
 pub fn run(a: &CompareArgs) -> Result<bool, String> {
@@ -291,7 +282,11 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         (None, None)
     };
 
-    let shapes: Vec<Shape> = shapes();
+    let mix = workload_mix(a)?;
+    let shapes: Vec<Shape> = match &mix {
+        Some(m) => vec![m.shape],
+        None => shapes(),
+    };
     let keep = |label: &str| match a.only.as_deref() {
         Some(o) => label.contains(o),
         None => true,
@@ -305,20 +300,25 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         echo: Vec::new(),
         memory: Vec::new(),
         baseline: Some(baseline.clone()),
+        mix: mix.as_ref().map(|m| m.label.clone()),
     };
     let started = Instant::now();
-    // What runs against each shape: every WebSocket server in text and in binary, and the
-    // raw ceiling once.
-    let units: Vec<(usize, Option<Kind>)> = servers
+    // What runs against each shape: every WebSocket server in text and in binary (or in the
+    // mix's kinds), and the raw ceiling once.
+    let ws_kinds: Vec<Vec<(Kind, u32)>> = match &mix {
+        Some(m) => vec![m.kinds.clone()],
+        None => vec![vec![(Kind::Text, 1)], vec![(Kind::Binary, 1)]],
+    };
+    let units: Vec<(usize, UnitKinds)> = servers
         .iter()
         .enumerate()
         .flat_map(|(i, s)| {
-            let kinds: &[Option<Kind>] = if s.raw {
-                &[None]
+            let kinds: Vec<UnitKinds> = if s.raw {
+                vec![None]
             } else {
-                &[Some(Kind::Text), Some(Kind::Binary)]
+                ws_kinds.iter().cloned().map(Some).collect()
             };
-            kinds.iter().map(move |k| (i, *k))
+            kinds.into_iter().map(move |k| (i, k))
         })
         .collect();
     for round in 1..=a.rounds {
@@ -374,9 +374,13 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         // seconds apart, not a server's whole round apart, so the VM's drift in speed over
         // minutes cancels out of the ratios.
         let offset = (round - 1) * units.len() / a.rounds;
-        let kind_name = |kind: Option<Kind>| kind.map(|k| k.name()).unwrap_or("raw");
+        let kind_name = |kind: &UnitKinds| match kind.as_deref() {
+            None => "raw",
+            Some([(k, _)]) => k.name(),
+            Some(_) => "mixed",
+        };
         for shape in &shapes {
-            let kept = |&(_, kind): &(usize, Option<Kind>)| {
+            let kept = |(_, kind): &(usize, UnitKinds)| {
                 keep(&format!("{} {}", shape.label(), kind_name(kind)))
             };
             if !units.iter().any(kept) {
@@ -389,16 +393,20 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
                 started.elapsed().as_secs_f64()
             );
             for j in 0..units.len() {
-                let unit = units[(j + offset) % units.len()];
+                let unit = &units[(j + offset) % units.len()];
                 let (at, kind) = unit;
-                let (s, Some(srv)) = (&servers[at], &running[at]) else {
+                let (s, Some(srv)) = (&servers[*at], &running[*at]) else {
                     continue;
                 };
-                if !kept(&unit) {
+                if !kept(unit) {
                     continue;
                 }
                 let name = kind_name(kind);
-                let r = workloads::run_echo(&echo_config(a, s, srv, shape, kind));
+                let sizes = match &mix {
+                    Some(m) => m.sizes.clone(),
+                    None => vec![(shape.size, 1)],
+                };
+                let r = workloads::run_echo(&echo_config(a, s, srv, shape, sizes, kind.clone()));
                 match &r {
                     Ok(rep) => eprintln!(
                         "  {:<15} {:<6} {:>12} msg/s  server {:>6.1}%  gen {:>5.1}%  errors {}",
@@ -425,33 +433,6 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
 
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
     write_outputs(a, &results, &names, started)
-}
-
-/// One echo run of `shape` against server `s` (running as `srv`): the raw workload for the
-/// raw ceiling (`kind` is then `None`), else WebSocket messages of `kind`.
-fn echo_config(
-    a: &CompareArgs,
-    s: &Server,
-    srv: &Instance,
-    shape: &Shape,
-    kind: Option<Kind>,
-) -> EchoConfig {
-    EchoConfig {
-        mode: if s.raw { Mode::Raw } else { Mode::WebSocket },
-        url: srv.url().to_string(),
-        connections: shape.connections,
-        sizes: vec![(shape.size, 1)],
-        kinds: vec![(kind.unwrap_or(Kind::Binary), 1)],
-        pipeline: shape.pipeline,
-        rate: None,
-        warmup: a.warmup,
-        duration: a.duration,
-        connect_rate: 10_000.0,
-        max_pending: 128,
-        source_ips: 0,
-        server_pid: srv.pid(),
-        progress: !a.quiet,
-    }
 }
 
 /// Prints the table and writes results.md, results.json and chart.svg; Ok(false) when some

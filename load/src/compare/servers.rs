@@ -53,6 +53,9 @@ pub struct Server {
     pub launch: Launch,
     /// The raw TCP ceiling (runs the `raw` workload instead of WebSocket echo).
     pub raw: bool,
+    /// The request path of a server we start (`--path NAME=/PATH`; a `--target`'s is in its
+    /// URL).
+    pub path: String,
 }
 
 /// Splits `NAME=VALUE`; NAME is non-empty and made of letters, digits, `-`, `_` and `.`.
@@ -100,6 +103,7 @@ impl Server {
                 "127.0.0.1:{port}".into(),
             ]),
             raw: name == RAW,
+            path: "/".into(),
         })
     }
 
@@ -121,6 +125,7 @@ impl Server {
             name,
             launch: Launch::Command(argv),
             raw: false,
+            path: "/".into(),
         })
     }
 
@@ -137,7 +142,27 @@ impl Server {
             name,
             launch: Launch::Target { url, pid: None },
             raw: false,
+            path: "/".into(),
         })
+    }
+
+    /// Sets the request path of a server we start: `/` followed by URL path characters.
+    pub fn set_path(&mut self, path: &str) -> Result<(), String> {
+        if matches!(self.launch, Launch::Target { .. }) || self.raw {
+            return Err(format!(
+                "--path {}: only a started WebSocket server takes a path (a --target's is in its URL)",
+                self.name
+            ));
+        }
+        let ok = |c: char| c.is_ascii_graphic() && c != '#';
+        if !path.starts_with('/') || !path.chars().all(ok) {
+            return Err(format!(
+                "--path {}: {path:?} must start with '/' and be printable ASCII without spaces",
+                self.name
+            ));
+        }
+        self.path = path.to_string();
+        Ok(())
     }
 
     /// The built-in binary this entry needs built, if any.
@@ -203,7 +228,7 @@ impl Server {
         let pid = child.id() as i32;
         let mut inst = Instance {
             child: Some(child),
-            url: format!("{scheme}://127.0.0.1:{port}/"),
+            url: format!("{scheme}://127.0.0.1:{port}{}", self.path),
             pid: Some(pid),
             log,
         };
@@ -388,5 +413,13 @@ mod tests {
         let r = Server::builtin("peer-raw", Path::new("/b")).expect("raw");
         assert!(r.raw && r.name == RAW);
         assert!(Server::builtin("nginx", Path::new("/b")).is_err());
+        let mut m = Server::command("mine=./srv {port}").expect("command");
+        assert_eq!(m.path, "/");
+        m.set_path("/echo?room=1").expect("path");
+        assert_eq!(m.path, "/echo?room=1");
+        assert!(m.set_path("echo").is_err(), "no leading slash");
+        assert!(m.set_path("/a b").is_err(), "a space");
+        let mut t = t;
+        assert!(t.set_path("/x").is_err(), "a target's path is in its URL");
     }
 }

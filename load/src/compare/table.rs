@@ -123,6 +123,17 @@ fn server_us_per_msg(r: &EchoReport) -> Option<f64> {
     r.server_cpu_us_per_msg
 }
 
+/// The shapes the runs have: the standard ones in their order, then any other (the mix).
+fn run_shapes(res: &Results) -> Vec<Shape> {
+    let mut out: Vec<Shape> = shapes();
+    for r in &res.echo {
+        if !out.contains(&r.shape) {
+            out.push(r.shape);
+        }
+    }
+    out
+}
+
 /// Median memory figures of one server.
 #[derive(Debug, Clone)]
 pub struct MemCell {
@@ -163,9 +174,9 @@ impl Table {
         let baseline = res.baseline.clone().unwrap_or_else(|| "wsreactor".into());
         let ws: Vec<String> = names.iter().filter(|n| *n != RAW).cloned().collect();
         let mut rows = Vec::new();
-        for shape in shapes() {
+        for shape in run_shapes(res) {
             let raw_runs = by_round(res, RAW, shape, "raw");
-            for kind in ["text", "binary"] {
+            for kind in ["text", "binary", "mixed"] {
                 let ours = by_round(res, &baseline, shape, kind);
                 let mut cells = BTreeMap::new();
                 for s in &ws {
@@ -190,7 +201,7 @@ impl Table {
             }
         }
         let mut raw = BTreeMap::new();
-        for shape in shapes() {
+        for shape in run_shapes(res) {
             let runs: Vec<&EchoRun> = res
                 .echo
                 .iter()
@@ -272,6 +283,13 @@ impl Table {
             res.warmup_s,
             sys::cpu_count()
         );
+        if let Some(m) = &res.mix {
+            let _ = writeln!(
+                s,
+                "The mix workload draws each message's size and kind by weight ({m}); every \
+                 echo is checked byte for byte against the shape it was sent as.\n"
+            );
+        }
         let _ = writeln!(
             s,
             "| workload | server | msg/s | spread | vs {base} | vs raw | p50 µs | p99 µs | srv µs/msg | srv CPU vs raw | srv CPU | gen CPU | others | limit | errors |"
@@ -317,7 +335,7 @@ impl Table {
                 }
             }
         }
-        for shape in shapes() {
+        for shape in run_shapes(res) {
             let Some(c) = self.raw.get(&shape) else {
                 continue;
             };
@@ -368,7 +386,7 @@ impl Table {
         }
         // Generator headroom: the raw ceiling against the best WebSocket server per shape.
         let mut head = Vec::new();
-        for shape in shapes() {
+        for shape in run_shapes(res) {
             let Some(rc) = self.raw.get(&shape) else {
                 continue;
             };
@@ -515,6 +533,7 @@ mod tests {
             echo,
             memory: Vec::new(),
             baseline: None,
+            mix: None,
         };
         let names: Vec<String> = ["wsreactor", "fastwebsockets", "raw"]
             .map(String::from)

@@ -188,13 +188,15 @@ impl Conn {
         }
     }
 
-    /// Sends what a fixed rate allows by now.
-    pub(super) fn fill_rated(&mut self, ctx: &mut Ctx, interval: Duration) {
+    /// Sends what a fixed rate allows by now; returns when the next send is due, unless the
+    /// connection cannot send (a full pipeline waits for an echo, which wakes the loop anyway).
+    pub(super) fn fill_rated(&mut self, ctx: &mut Ctx, interval: Duration) -> Option<Instant> {
         while self.may_send(ctx) && self.next_due <= ctx.now {
             let due = self.next_due;
             self.queue_message(ctx, due);
             self.next_due += interval;
         }
+        self.may_send(ctx).then_some(self.next_due)
     }
 
     pub(super) fn on_open(&mut self, ctx: &mut Ctx) {

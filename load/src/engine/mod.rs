@@ -10,6 +10,7 @@
 
 mod conn;
 mod target;
+mod timer;
 
 pub use conn::Tally;
 pub use target::{Mode, Target};
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use timer::{SendTimer, MIN_WAIT, TIMER, WAIT_PER_CONN};
 
 /// Size of the shared read buffer.
 const SCRATCH: usize = 256 * 1024;
@@ -44,6 +46,9 @@ pub struct EngineConfig {
     pub rate_connections: usize,
     /// Number of loopback source addresses (127.0.0.1 ..= 127.0.0.N) to spread over.
     pub source_ips: usize,
+    /// Wake for paced sends when they are due (a timerfd) rather than on the next millisecond
+    /// poll, which sends them in per-millisecond batches, up to a millisecond late.
+    pub send_timer: bool,
 }
 
 /// The per-connection send interval of a total `rate` over `connections`.
@@ -73,6 +78,9 @@ pub struct Engine {
     connecting: usize,
     live: usize,
     failed_connects: u64,
+    /// Wakes the loop when a paced send is due (`None` if no timerfd could be made: then the
+    /// loop polls every millisecond, as coarse as `epoll_wait` is).
+    timer: Option<SendTimer>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -114,8 +122,14 @@ impl Engine {
                 }
             })
             .collect();
+        let poll = Poll::new()?;
+        let timer = match cfg.send_timer {
+            true => SendTimer::new(poll.registry()).ok(),
+            false => None,
+        };
         Ok(Engine {
-            poll: Poll::new()?,
+            poll,
+            timer,
             events: Events::with_capacity(4096),
             ready: Vec::with_capacity(4096),
             conns: Vec::new(),
@@ -322,9 +336,9 @@ impl Engine {
     /// One loop turn: wait up to `timeout`, handle readiness, send what a fixed rate allows,
     /// then write each connection that has output once.
     pub fn turn(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = match self.ctx.rate_interval {
-            Some(_) => timeout.min(Duration::from_millis(1)),
-            None => timeout,
+        let timeout = match (self.ctx.rate_interval, &self.timer) {
+            (Some(_), None) => timeout.min(Duration::from_millis(1)),
+            _ => timeout,
         };
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
@@ -343,6 +357,12 @@ impl Engine {
             )
         }));
         for &(idx, readable, writable, error) in &ready {
+            if idx == TIMER.0 {
+                if let Some(t) = self.timer.as_mut() {
+                    t.fired();
+                }
+                continue;
+            }
             let state = match self.conns.get(idx).and_then(|c| c.as_ref()) {
                 Some(c) => c.state,
                 None => continue,
@@ -376,8 +396,15 @@ impl Engine {
         self.ready = ready;
         if let Some(interval) = self.ctx.rate_interval {
             if self.ctx.sending {
+                let mut next: Option<Instant> = None;
                 for c in self.conns.iter_mut().flatten() {
-                    c.fill_rated(&mut self.ctx, interval);
+                    if let Some(due) = c.fill_rated(&mut self.ctx, interval) {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                    }
+                }
+                if let (Some(t), Some(due)) = (self.timer.as_mut(), next) {
+                    let min_wait = MIN_WAIT.max(WAIT_PER_CONN * self.live as u32);
+                    t.arm(due, self.ctx.now, min_wait);
                 }
             }
         }
@@ -447,19 +474,47 @@ impl Engine {
         &self.ctx.tally
     }
     /// Changes the fixed total rate (messages per second over `connections`), or goes back to
-    /// as fast as echoes return with `None`. Pacing restarts from now on every connection, so a
-    /// backlog built up at the old rate is not sent in a burst at the new one.
+    /// as fast as echoes return with `None`. Pacing restarts from now: a backlog built up at
+    /// the old rate is not sent in a burst at the new one, and the connections' first sends
+    /// are spread evenly over one interval, so that they do not all send in the same instant
+    /// (a burst of N messages every interval would measure queueing the rate does not ask for).
     pub fn set_rate(&mut self, rate: Option<f64>, connections: usize) {
         self.ctx.rate_interval = interval_for(rate, connections);
         let now = Instant::now();
-        for c in self.conns.iter_mut().flatten() {
-            c.next_due = now;
+        let open = self.conns.iter().flatten().count().max(1) as u32;
+        let interval = self.ctx.rate_interval.unwrap_or(Duration::ZERO);
+        for (k, c) in self.conns.iter_mut().flatten().enumerate() {
+            c.next_due = now + interval * k as u32 / open;
         }
         if self.ctx.rate_interval.is_none() {
             for c in self.conns.iter_mut().flatten() {
                 c.fill(&mut self.ctx);
             }
         }
+    }
+    /// Changes the fixed total rate without restarting the schedule (a ramp's small steps,
+    /// one phase to the next): sends already due stay due, so lateness still counts in the
+    /// latency, and the wait of every send planned ahead is scaled by the new interval over
+    /// the old, so the connections stay spread over the interval instead of bunching up.
+    pub fn retarget_rate(&mut self, rate: f64, connections: usize) {
+        let Some(interval) = interval_for(Some(rate), connections) else {
+            return;
+        };
+        let old = self.ctx.rate_interval.replace(interval);
+        let Some(old) = old.filter(|o| !o.is_zero()) else {
+            return;
+        };
+        let ratio = interval.as_secs_f64() / old.as_secs_f64();
+        let now = Instant::now();
+        for c in self.conns.iter_mut().flatten() {
+            if let Some(wait) = c.next_due.checked_duration_since(now) {
+                c.next_due = now + wait.mul_f64(ratio);
+            }
+        }
+    }
+    /// Queues new messages again after [`Engine::stop_sending`].
+    pub fn resume_sending(&mut self) {
+        self.ctx.sending = true;
     }
     /// Stops queueing new messages (in-flight ones still complete).
     pub fn stop_sending(&mut self) {
