@@ -119,6 +119,10 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 scheme=ws
 tls_args=()
 if [[ ${AUTOBAHN_TLS:-0} == 1 ]]; then
+    if ! command -v openssl >/dev/null; then
+        log "openssl not found; installing it"
+        apt-get install -y -q openssl </dev/null >/dev/null || { apt-get update -q </dev/null >/dev/null && apt-get install -y -q openssl </dev/null >/dev/null; }
+    fi
     # wstest does not verify the server's certificate: a throwaway self-signed one will do.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
