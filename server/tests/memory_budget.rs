@@ -78,40 +78,7 @@ struct Peer {
 /// so the kernel cannot absorb what the server sends it (autotuning would take megabytes
 /// here): what such a peer does not read stays in the server.
 fn connect_small_window(addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        panic!("an IPv4 address")
-    };
-    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
-    // `TcpStream`, with a correctly sized `sockaddr_in`.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 4096;
-        let set = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(set, 0, "SO_RCVBUF");
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let done = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(done, 0, "connect: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
+    common::connect_with_buffers(addr, Some(4096), None)
 }
 
 /// Opens `n` WebSocket connections (each handshake complete before the next starts).

@@ -17,7 +17,7 @@ use crate::frame::{self, close_code, OpCode, MAX_HEADER_LEN};
 use crate::handler::{ConnId, Message};
 use crate::stats::Stats;
 
-use super::TopicError;
+use super::{TopicError, Topics};
 
 /// What one publish did, counted over the topic's subscribers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,21 +154,15 @@ impl<'a> Ctx<'a> {
         except: Option<ConnId>,
         own: impl FnMut(ConnId, &[u8], &mut Reach<'_>) -> Option<Delivery>,
     ) -> Published {
-        let (frame, subscribers, link) = self.topics.publish_parts(topic);
+        let (topics, mut reach, peers) = self.split_for_delivery();
+        let (frame, subscribers, link) = topics.publish_parts(topic);
         if subscribers.is_empty() && link.is_none() {
             return Published::default();
         }
         encode(frame, message);
-        self.stats.publishes += 1;
+        reach.stats.publishes += 1;
         // Handed over first: the other threads deliver while this one copies to its own.
         let threads = link.map_or(0, |link| link.hand_over(topic, frame));
-        let mut reach = Reach {
-            pool: &mut *self.pool,
-            config: self.config,
-            stats: &mut *self.stats,
-            now: self.now,
-        };
-        let peers = self.peers.as_deref_mut();
         let mut published = deliver_all(subscribers, frame, except, own, peers, &mut reach);
         published.threads = threads;
         published
@@ -176,15 +170,20 @@ impl<'a> Ctx<'a> {
 
     /// Delivers a frame another reactor published to this one's subscribers of its topic.
     pub(crate) fn deliver_arrival(&mut self, topic: &[u8], frame: &[u8]) -> Published {
-        let (_, subscribers, _) = self.topics.publish_parts(topic);
-        let mut reach = Reach {
+        let (topics, mut reach, peers) = self.split_for_delivery();
+        let (_, subscribers, _) = topics.publish_parts(topic);
+        deliver_all(subscribers, frame, None, |_, _, _| None, peers, &mut reach)
+    }
+
+    /// The registry, what queueing to a subscriber borrows, and the peers, apart.
+    fn split_for_delivery(&mut self) -> (&mut Topics, Reach<'_>, Option<&mut (dyn Peers + 'a)>) {
+        let reach = Reach {
             pool: &mut *self.pool,
             config: self.config,
             stats: &mut *self.stats,
             now: self.now,
         };
-        let peers = self.peers.as_deref_mut();
-        deliver_all(subscribers, frame, None, |_, _, _| None, peers, &mut reach)
+        (&mut *self.topics, reach, self.peers.as_deref_mut())
     }
 }
 

@@ -245,3 +245,51 @@ impl RawClient {
         }
     }
 }
+
+/// A TCP connection whose SO_RCVBUF and SO_SNDBUF are set (where given) before it connects:
+/// the kernel doubles the values and turns autotuning off for them. Shrinking the buffers
+/// after the handshake instead would make the kernel drop data it already allowed in the
+/// window, and stall on retransmission timers.
+pub fn connect_with_buffers(
+    addr: SocketAddr,
+    receive: Option<i32>,
+    send: Option<i32>,
+) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor we own, with correctly sized arguments; the
+    // descriptor is handed to `TcpStream`, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = TcpStream::from_raw_fd(fd);
+        for (option, bytes) in [(libc::SO_RCVBUF, receive), (libc::SO_SNDBUF, send)] {
+            let Some(bytes) = bytes else { continue };
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0, "setsockopt(buffer size)");
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}

@@ -419,46 +419,10 @@ pub fn set_linger_zero(stream: &TcpStream) {
 }
 
 /// A TCP connection whose SO_RCVBUF is set to `receive` bytes and SO_SNDBUF to `send` before
-/// it connects (the kernel doubles the values and turns autotuning off), so that a peer that
-/// stops reading fills the pipe quickly (and one that writes does so fast). Shrinking the buffers after the handshake instead would make the
-/// kernel drop data it already allowed in the window, and stall on retransmission timers.
+/// it connects, so that a peer that stops reading fills the pipe quickly (and one that writes
+/// does so fast); see [`crate::common::connect_with_buffers`].
 pub fn connect_with_small_buffers(addr: SocketAddr, receive: i32, send: i32) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: plain socket calls on a descriptor we own, with correctly sized arguments; the
-    // descriptor is handed to `TcpStream`, which closes it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket");
-        let stream = TcpStream::from_raw_fd(fd);
-        for (option, bytes) in [(libc::SO_RCVBUF, receive), (libc::SO_SNDBUF, send)] {
-            let rc = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&bytes as *const i32).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            );
-            assert_eq!(rc, 0, "setsockopt(buffer size)");
-        }
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", io::Error::last_os_error());
-        stream
-    }
+    crate::common::connect_with_buffers(addr, Some(receive), Some(send))
 }
 
 /// After an abuse: a brand-new client (tungstenite) still gets a prompt, correct echo.
