@@ -1,13 +1,17 @@
 // Loads the demo page in headless Debian Chromium and uses it as a person would: waits for the
 // connection, sends a text and a binary message with the page's own controls, watches the live
 // chart update, and saves a screenshot. Then, on a server of its own, it checks that the page
-// shows a restart (closed with code 1001) and reconnects by itself.
+// shows a restart (closed with code 1001) and reconnects by itself, and that the page served
+// over https:// talks wss:// to a TLS server.
 //
 // Run by run.sh, which starts the server. Environment:
 //   WSREACTOR_URL  base URL of a running server (default http://127.0.0.1:9001)
 //   WSREACTOR_BIN  the server binary, for the restart test (skipped without it)
 //   SCREENSHOT     where to save the PNG (default ../../docs/page.png)
 //   CHROMIUM       browser executable (default /usr/bin/chromium)
+//   TLS_CERT, TLS_KEY  a certificate and key for 127.0.0.1, for the https test (skipped
+//                  without them; the certificate is self-signed, so certificate errors are
+//                  ignored by this browser)
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -24,6 +28,8 @@ const BASE = process.env.WSREACTOR_URL ?? 'http://127.0.0.1:9001';
 const SCREENSHOT = resolve(process.env.SCREENSHOT ?? join(here, '..', '..', 'docs', 'page.png'));
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const BIN = process.env.WSREACTOR_BIN;
+const TLS_CERT = process.env.TLS_CERT;
+const TLS_KEY = process.env.TLS_KEY;
 const WAIT = 15_000;
 
 let context;
@@ -45,6 +51,8 @@ before(async () => {
         '--disable-sync',
       ],
     viewport: { width: 1280, height: 900 },
+    // For the https test's self-signed certificate.
+    ignoreHTTPSErrors: true,
   });
 });
 
@@ -138,9 +146,9 @@ describe('demo page in Chromium', () => {
 });
 
 /** Starts the server binary on `listen`; resolves with the child and the address it bound. */
-function startServer(listen) {
+function startServer(listen, extra = []) {
   return new Promise((resolveStart, reject) => {
-    const child = spawn(BIN, ['--listen', listen, '--close-timeout-ms', '1000'], {
+    const child = spawn(BIN, ['--listen', listen, '--close-timeout-ms', '1000', ...extra], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -192,6 +200,39 @@ describe('page across a server restart', { skip: BIN ? false : 'WSREACTOR_BIN no
     server = await startServer(addr);
     await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
     await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+    const before = Number(await page.locator('#chart').getAttribute('data-updates'));
+    await page.waitForFunction(
+      (n) => Number(document.getElementById('chart').dataset.updates) > n,
+      before,
+      { timeout: WAIT },
+    );
+    await page.close();
+    server.child.kill('SIGTERM');
+    await once(server.child, 'exit');
+  });
+});
+
+describe('page over https', { skip: BIN && TLS_CERT && TLS_KEY ? false : 'WSREACTOR_BIN, TLS_CERT or TLS_KEY not set' }, () => {
+  let server = null;
+
+  after(() => {
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+  });
+
+  it('is served over TLS and its sockets use wss://', async () => {
+    server = await startServer('127.0.0.1:0', ['--tls-cert', TLS_CERT, '--tls-key', TLS_KEY]);
+    const page = await context.newPage();
+    const response = await page.goto(`https://${server.addr}/`);
+    assert.equal(response.status(), 200);
+    assert.equal((await response.securityDetails())?.protocol, 'TLS 1.3');
+    await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
+    await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+    const text = `over tls ${Date.now()}`;
+    await page.fill('#message', text);
+    await page.click('#send-text');
+    await page.locator('#log li.reply[data-kind="text"]', { hasText: text }).waitFor({ timeout: WAIT });
+    // Plain ws:// from an https:// page would be blocked as mixed content: the echo above
+    // came back over wss://. The push arrives over the same TLS server.
     const before = Number(await page.locator('#chart').getAttribute('data-updates'));
     await page.waitForFunction(
       (n) => Number(document.getElementById('chart').dataset.updates) > n,

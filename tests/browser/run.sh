@@ -39,6 +39,7 @@ cleanup() {
         wait "$server_pid" 2>/dev/null || true
     fi
     rm -f "$log"
+    if [ -n "${certs:-}" ]; then rm -rf "$certs"; fi
 }
 trap cleanup EXIT
 
@@ -63,5 +64,16 @@ if [ -z "$addr" ]; then
 fi
 echo "browser: server $bin on $addr (pid $server_pid)"
 
+# A throwaway certificate for the https test.
+if ! command -v openssl >/dev/null; then
+    apt-get install -y -qq openssl >/dev/null ||
+        { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+fi
+certs="$(mktemp -d)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+    -keyout "$certs/key.pem" -out "$certs/cert.pem" 2>/dev/null
+
 WSREACTOR_URL="http://$addr" WSREACTOR_BIN="$bin" SCREENSHOT="$repo/docs/page.png" \
+    TLS_CERT="$certs/cert.pem" TLS_KEY="$certs/key.pem" \
     timeout 120 node --test --test-reporter=spec page.test.mjs
