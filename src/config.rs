@@ -91,6 +91,14 @@ pub struct Config {
     /// Serve TLS (`wss://`, and `https://` for plain HTTP) with this certificate and key
     /// instead of plain TCP, on the same port. `None`: plain TCP. Default `None`.
     pub tls: Option<TlsFiles>,
+    /// Answer `GET` of this path on the WebSocket port with the Prometheus exposition, before
+    /// the handler's `on_http` sees the request. `None`: the port serves no metrics. Default
+    /// `None`: a library's port serves what its handler decides (which may be a `/metrics` of
+    /// its own), and figures about the server are not published to whoever reaches the port.
+    pub metrics_path: Option<String>,
+    /// Also serve `GET /metrics` on this address, from a small thread of its own (for a port
+    /// that only the monitoring network reaches). `None`: no such listener. Default `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The policy for a subscriber that does not keep up with what is published to it.
@@ -148,6 +156,8 @@ impl Default for Config {
             compression_threshold: 256,
             compression_level: 1,
             tls: None,
+            metrics_path: None,
+            metrics_listen: None,
         }
     }
 }
@@ -178,6 +188,8 @@ pub enum ConfigError {
     SubscriberBacklogOverMax,
     /// `compression_level` is not 1..=9.
     CompressionLevelOutOfRange,
+    /// `metrics_path` does not start with `/`.
+    MetricsPathNotAbsolute,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -198,6 +210,7 @@ impl std::fmt::Display for ConfigError {
                 "max_subscriber_backlog must not exceed max_backlog"
             }
             ConfigError::CompressionLevelOutOfRange => "compression_level must be 1..=9",
+            ConfigError::MetricsPathNotAbsolute => "metrics_path must start with /",
         })
     }
 }
@@ -315,6 +328,12 @@ impl Config {
             (
                 !(1..=9).contains(&self.compression_level),
                 CompressionLevelOutOfRange,
+            ),
+            (
+                self.metrics_path
+                    .as_ref()
+                    .is_some_and(|p| !p.starts_with('/')),
+                MetricsPathNotAbsolute,
             ),
         ];
         match checks.into_iter().find(|(failed, _)| *failed) {

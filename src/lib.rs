@@ -44,6 +44,7 @@ pub mod handshake;
 pub mod http;
 #[doc(hidden)]
 pub mod mask;
+mod metrics;
 mod reactor;
 #[doc(hidden)]
 pub mod sans_io;
@@ -64,5 +65,5 @@ pub use handler::{
 pub use handshake::Request;
 pub use http::Response;
 pub use reactor::{Server, ServerHandle, ShutdownHandle, Stopped};
-pub use stats::Stats;
+pub use stats::{Closes, Refusals, Stats};
 pub use topics::{Published, TopicError};

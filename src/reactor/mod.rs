@@ -28,6 +28,7 @@ use crate::config::{Config, Error};
 use crate::connection::{Connection, Ctx, Env, Peers, Shared};
 use crate::frame::close_code;
 use crate::handler::{CloseCause, ConnId, Handler};
+use crate::metrics::{Blocks, Counters, MetricsListener, RefusedBy};
 use crate::stats::Stats;
 use crate::transport::{PlainTcp, SlotTransport, TlsTcp, Transport};
 
@@ -77,6 +78,8 @@ pub struct Server<H: Handler> {
     /// Work handed in by [`ServerHandle`]s, and the sending side they are cloned from.
     inbox: mpsc::Receiver<Work<H>>,
     outbox: mpsc::Sender<Work<H>>,
+    /// The `metrics_listen` thread, stopped when the server is dropped.
+    metrics_listener: Option<MetricsListener>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -90,8 +93,27 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
+    /// Binds the listener (and the metrics listener, if configured) and prepares the loop;
+    /// nothing is served until [`run`](Self::run).
     pub fn bind(config: Config, handler: H) -> Result<Self, Error> {
+        let blocks = Blocks::new(1);
+        let metrics_listen = config.metrics_listen;
+        let mut server = Self::bind_reactor(config, handler, &blocks, 0)?;
+        if let Some(addr) = metrics_listen {
+            server.metrics_listener = Some(crate::metrics::spawn_listener(addr, blocks)?);
+        }
+        Ok(server)
+    }
+
+    /// One reactor, number `index` of those whose counters are `blocks` (it writes only its
+    /// own block, and answers `/metrics` on its port with the sum of all). Starts no metrics
+    /// listener: whoever builds the reactors starts one for them all.
+    pub(crate) fn bind_reactor(
+        config: Config,
+        handler: H,
+        blocks: &Blocks,
+        index: usize,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let tls = match &config.tls {
             Some(files) => {
@@ -132,7 +154,8 @@ impl<H: Handler> Server<H> {
             shutdown_deadline: None,
             inbox,
             outbox,
-            shared: Shared::new(config, handler),
+            metrics_listener: None,
+            shared: Shared::new(config, handler, blocks, index),
         })
     }
 
@@ -159,8 +182,15 @@ impl<H: Handler> Server<H> {
     }
 
     /// Counters so far.
-    pub fn stats(&self) -> &Stats {
-        &self.shared.stats
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.snapshot()
+    }
+
+    /// The address the metrics listener is bound to, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(MetricsListener::local_addr)
     }
 
     /// The handler (for example to read what it collected after `run` returns).
@@ -249,13 +279,13 @@ impl<H: Handler> Server<H> {
                 Err(e) => {
                     // Out of descriptors or similar: try again at the next timer sweep rather
                     // than spin.
-                    eprintln!("wsreactor: accept failed: {e}");
+                    log::error!("accept failed: {e}");
                     self.accept_paused = true;
                     return;
                 }
             };
             if self.pending_handshakes >= self.shared.config.max_pending_handshakes {
-                self.shared.stats.refused += 1;
+                self.shared.stats.refuse(RefusedBy::PendingLimit);
                 continue; // dropped: too many connections still silent
             }
             let _ = stream.set_nodelay(true);
@@ -291,7 +321,7 @@ impl<H: Handler> Server<H> {
                 peer_closed: false,
             });
             self.pending_handshakes += 1;
-            self.shared.stats.accepted += 1;
+            self.shared.stats.accepted.bump();
         }
         self.listener_ready = true;
     }

@@ -171,6 +171,11 @@ impl Topics {
         self.topics.len()
     }
 
+    /// Connections subscribed to at least one topic.
+    pub(crate) fn subscriber_count(&self) -> usize {
+        self.of_conn.len()
+    }
+
     fn remove_subscriber(&mut self, index: usize, id: ConnId) {
         let Some(topic) = self.topics.get_mut(index) else {
             return;

@@ -15,7 +15,7 @@ use crate::config::{Config, SlowSubscriber};
 use crate::connection::{Conn, Ctx, Peers};
 use crate::frame::{self, close_code, OpCode, MAX_HEADER_LEN};
 use crate::handler::{ConnId, Message};
-use crate::stats::Stats;
+use crate::metrics::Counters;
 
 use super::TopicError;
 
@@ -74,18 +74,18 @@ pub(crate) fn admit(
     pending: usize,
     frame_len: usize,
     config: &Config,
-    stats: &mut Stats,
+    stats: &Counters,
 ) -> Option<Delivery> {
     if pending + frame_len <= config.max_subscriber_backlog {
         return None;
     }
     Some(match config.slow_subscriber {
         SlowSubscriber::Drop => {
-            stats.publish_drops += 1;
+            stats.publish_drops.bump();
             Delivery::Dropped
         }
         SlowSubscriber::Close => {
-            stats.slow_subscriber_closes += 1;
+            stats.slow_subscriber_closes.bump();
             Delivery::Closed
         }
     })
@@ -156,11 +156,11 @@ impl<'a> Ctx<'a> {
             return published;
         }
         encode(frame, message);
-        self.stats.publishes += 1;
+        self.stats.publishes.bump();
         let mut reach = Reach {
             pool: &mut *self.pool,
             config: self.config,
-            stats: &mut *self.stats,
+            stats: self.stats,
             now: self.now,
         };
         for &id in subscribers.iter() {
@@ -202,7 +202,7 @@ fn deliver(peers: &mut dyn Peers, id: ConnId, frame: &[u8], reach: &mut Reach<'_
 pub(crate) struct Reach<'a> {
     pub pool: &'a mut crate::buffers::BusyPool,
     pub config: &'a Config,
-    pub stats: &'a mut Stats,
+    pub stats: &'a Counters,
     pub now: u64,
 }
 
