@@ -61,7 +61,7 @@ pub(crate) fn spawn_listener(addr: SocketAddr, blocks: Blocks) -> io::Result<Met
                 }
             }
         })?;
-    log::info!("metrics listening on http://{addr}{PATH}");
+    log::info!("metrics served at http://{addr}{PATH}");
     Ok(MetricsListener {
         addr,
         stop,
@@ -170,8 +170,8 @@ fn answer(
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Drain what the client still sends (briefly), so closing does not reset the answer.
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = [0u8; 512];
-    for _ in 0..8 {
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
         match stream.read(&mut sink) {
             Ok(n) if n > 0 => {}
             _ => break,

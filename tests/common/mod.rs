@@ -83,7 +83,7 @@ impl Drop for TestServer {
 /// A server process (the binary, an example), stopped by its PID on drop.
 pub struct Process {
     pub child: Child,
-    /// The address it printed after "listening on".
+    /// The address it printed after "listening on" (its first word).
     pub addr: String,
 }
 
@@ -101,7 +101,9 @@ impl Process {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                    // The address is the first word; key=value pairs may follow.
+                    let addr = addr.split_whitespace().next().unwrap_or("");
+                    let _ = tx.send(addr.to_string());
                 }
             }
         });
