@@ -80,7 +80,11 @@ impl StatsSample {
     ///  "subscribers":1,"rate":{"messages_in":..,"messages_out":..,"bytes_in":..,"bytes_out":..},
     ///  "total":{"opened":..,"closed":..,"accepted":..,"messages_in":..,"messages_out":..,
     ///  "bytes_in":..,"bytes_out":..,"http_requests":..,"refused":..,"protocol_errors":..,
-    ///  "backlog_drops":..,"handler_panics":..}}
+    ///  "backlog_drops":..,"handler_panics":..,"publishes":..,"publish_drops":..,
+    ///  "slow_subscriber_closes":..,"backpressure_pauses":..},
+    ///  "closes":{"peer":..,"local":..,"shutdown":..,"protocol":..,"timeout":..,"backlog":..,
+    ///  "io":..,"panic":..},"refusals":{"400":..,"403":..,"426":..,"431":..,"limit":..},
+    ///  "rooms":[{"room":..,"members":..}]}
     /// ```
     ///
     /// Rates are per second, rounded; totals count since the server started.
@@ -97,7 +101,11 @@ impl StatsSample {
                 r#""total":{{"opened":{},"closed":{},"accepted":{},"messages_in":{},"#,
                 r#""messages_out":{},"bytes_in":{},"bytes_out":{},"http_requests":{},"#,
                 r#""refused":{},"protocol_errors":{},"backlog_drops":{},"handler_panics":{},"#,
-                r#""publishes":{},"publish_drops":{},"slow_subscriber_closes":{}}},"#,
+                r#""publishes":{},"publish_drops":{},"slow_subscriber_closes":{},"#,
+                r#""backpressure_pauses":{}}},"#,
+                r#""closes":{{"peer":{},"local":{},"shutdown":{},"protocol":{},"timeout":{},"#,
+                r#""backlog":{},"io":{},"panic":{}}},"#,
+                r#""refusals":{{"400":{},"403":{},"426":{},"431":{},"limit":{}}},"#,
                 r#""rooms":{}}}"#,
             ),
             self.seq,
@@ -125,6 +133,20 @@ impl StatsSample {
             t.publishes,
             t.publish_drops,
             t.slow_subscriber_closes,
+            t.backpressure_pauses,
+            t.closes.peer,
+            t.closes.local,
+            t.closes.shutdown,
+            t.closes.protocol,
+            t.closes.timeout,
+            t.closes.backlog,
+            t.closes.io,
+            t.closes.panic,
+            t.refusals.bad_request,
+            t.refusals.forbidden,
+            t.refusals.upgrade_required,
+            t.refusals.head_too_large,
+            t.refusals.pending_limit,
             self.rooms_json,
         );
     }
@@ -329,6 +351,15 @@ mod tests {
             messages_out: 351,
             bytes_in: 3_000,
             bytes_out: 2_000,
+            backpressure_pauses: 4,
+            closes: wsreactor::Closes {
+                timeout: 2,
+                ..Default::default()
+            },
+            refusals: wsreactor::Refusals {
+                head_too_large: 1,
+                ..Default::default()
+            },
             ..Stats::default()
         };
         let sample = StatsSample {
@@ -351,10 +382,13 @@ mod tests {
         ));
         assert!(json.contains(r#""total":{"opened":5,"closed":0,"#));
         assert!(json.contains(r#""handler_panics":0,"publishes":0,"#));
+        assert!(json.contains(r#""backpressure_pauses":4},"closes":{"peer":0,"#));
+        assert!(json.contains(r#""timeout":2,"#));
+        assert!(json.contains(r#""refusals":{"400":0,"403":0,"426":0,"431":1,"limit":0}"#));
         assert!(json.ends_with(r#""rooms":[{"room":"lobby","members":2}]}"#));
-        // Balanced braces: one object with two nested ones and a room.
-        assert_eq!(json.matches('{').count(), 4);
-        assert_eq!(json.matches('}').count(), 4);
+        // Balanced braces: one object with four nested ones and a room.
+        assert_eq!(json.matches('{').count(), 6);
+        assert_eq!(json.matches('}').count(), 6);
     }
 
     #[test]

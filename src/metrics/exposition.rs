@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use super::counters::{RefusedBy, CAUSES};
+use super::counters::{RefusedBy, CAUSES, KINDS};
 use super::histogram::BOUNDS_MS;
 use super::{CloseCodeBucket, Counter, Counters};
 
@@ -163,7 +163,7 @@ pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
         ),
     ] {
         w.family(name, "counter", help);
-        for (kind_index, kind) in ["text", "binary"].into_iter().enumerate() {
+        for (kind_index, kind) in KINDS {
             let labels = format!("kind=\"{kind}\"");
             let value = sum(&|b| {
                 let by_kind = if pick == 0 {
@@ -197,7 +197,7 @@ pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
         sum(&|b| b.bytes_out.get()),
     );
 
-    let counters: [(&str, &str, fn(&Counters) -> u64); 6] = [
+    let counters: [Simple; 6] = [
         (
             "wsreactor_backpressure_pauses_total",
             "Times a connection stopped being read because its unwritten output passed the high-water mark.",
@@ -234,7 +234,7 @@ pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
         w.sample(name, "", sum(&read));
     }
 
-    let gauges: [(&str, &str, fn(&Counters) -> u64); 4] = [
+    let gauges: [Simple; 4] = [
         (
             "wsreactor_buffers_busy",
             "Connections holding a buffer set (set at the timer sweep).",
@@ -267,6 +267,9 @@ pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
     );
     w.sample("wsreactor_reactors", "", blocks.len() as u64);
 }
+
+/// A metric without labels: name, help, and how to read it from one block.
+type Simple = (&'static str, &'static str, fn(&Counters) -> u64);
 
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
