@@ -296,7 +296,9 @@ fn main() -> ExitCode {
         (None, Some(path)) => format!("{scheme}://{addr}{path}"),
         (None, None) => "off".to_string(),
     };
-    // The address comes first, as one word: scripts and tests read it after "listening on".
+    // Alone on its line, as every server of this repository prints it: scripts and tests
+    // (load/, tests/browser/, tests/common) read the address at the end of this line.
+    log::info!("listening on {addr}");
     log::info!(
         tls = args.tls_cert.is_some(),
         compression:? = args.compression,
@@ -304,7 +306,7 @@ fn main() -> ExitCode {
         max_message_size = config.max_message_size,
         idle_timeout_s = args.idle_timeout_s,
         metrics = metrics.as_str();
-        "listening on {addr}"
+        "options"
     );
     match server.handler().files().root() {
         Some(root) => log::info!("serving {} over HTTP", root.display()),

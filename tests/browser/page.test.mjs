@@ -155,7 +155,7 @@ function startServer(listen) {
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk) => {
       stderr += chunk;
-      const match = /^wsreactor: listening on (\S+)/m.exec(stderr);
+      const match = /^wsreactor: listening on (\S+)$/m.exec(stderr);
       if (match) {
         clearTimeout(timer);
         resolveStart({ child, addr: match[1] });

@@ -47,7 +47,7 @@ trap cleanup EXIT
 server_pid=$!
 addr=""
 for _ in $(seq 1 100); do
-    addr="$(sed -n 's/^wsreactor: listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)"
+    addr="$(sed -n 's/^wsreactor: listening on //p' "$log" | head -n 1)"
     [ -n "$addr" ] && break
     if ! kill -0 "$server_pid" 2>/dev/null; then
         echo "browser: the server exited early:" >&2

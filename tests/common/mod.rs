@@ -42,7 +42,7 @@ impl TestServer {
         let shutdown = server.shutdown_handle();
         let thread = std::thread::spawn(move || {
             server.run().expect("reactor");
-            server.stats()
+            *server.stats()
         });
         TestServer {
             addr,
@@ -83,7 +83,7 @@ impl Drop for TestServer {
 /// A server process (the binary, an example), stopped by its PID on drop.
 pub struct Process {
     pub child: Child,
-    /// The address it printed after "listening on" (its first word).
+    /// The address it printed after "listening on".
     pub addr: String,
 }
 
@@ -101,9 +101,7 @@ impl Process {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    // The address is the first word; key=value pairs may follow.
-                    let addr = addr.split_whitespace().next().unwrap_or("");
-                    let _ = tx.send(addr.to_string());
+                    let _ = tx.send(addr.trim().to_string());
                 }
             }
         });
