@@ -173,7 +173,6 @@ impl Account {
     }
 
     /// Bytes this reactor holds.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held
     }

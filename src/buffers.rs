@@ -184,6 +184,11 @@ impl BusyPool {
         }
     }
 
+    /// Idle `Busy` boxes kept for reuse.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
     pub fn give(&mut self, mut busy: Box<Busy>) {
         if let Some(inflater) = busy.inflater.take() {
             self.deflate.give_inflater(inflater);

@@ -101,6 +101,14 @@ pub struct Config {
     /// `max_connections` (16,384) each holding 64 KiB, the most the budget never takes from a
     /// connection; at least 1 MiB.
     pub max_memory: usize,
+    /// Answer `GET` of this path on the WebSocket port with the Prometheus exposition, before
+    /// the handler's `on_http` sees the request. `None`: the port serves no metrics. Default
+    /// `None`: a library's port serves what its handler decides (which may be a `/metrics` of
+    /// its own), and figures about the server are not published to whoever reaches the port.
+    pub metrics_path: Option<String>,
+    /// Also serve `GET /metrics` on this address, from a small thread of its own (for a port
+    /// that only the monitoring network reaches). `None`: no such listener. Default `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The policy for a subscriber that does not keep up with what is published to it.
@@ -159,6 +167,8 @@ impl Default for Config {
             compression_level: 1,
             tls: None,
             max_memory: 1 << 30,
+            metrics_path: None,
+            metrics_listen: None,
         }
     }
 }
@@ -191,6 +201,8 @@ pub enum ConfigError {
     CompressionLevelOutOfRange,
     /// `max_memory` is below 1 MiB.
     MemoryBudgetTooSmall,
+    /// `metrics_path` does not start with `/`.
+    MetricsPathNotAbsolute,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -212,6 +224,7 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::CompressionLevelOutOfRange => "compression_level must be 1..=9",
             ConfigError::MemoryBudgetTooSmall => "max_memory must be at least 1 MiB",
+            ConfigError::MetricsPathNotAbsolute => "metrics_path must start with /",
         })
     }
 }
@@ -331,6 +344,12 @@ impl Config {
                 CompressionLevelOutOfRange,
             ),
             (self.max_memory < 1 << 20, MemoryBudgetTooSmall),
+            (
+                self.metrics_path
+                    .as_ref()
+                    .is_some_and(|p| !p.starts_with('/')),
+                MetricsPathNotAbsolute,
+            ),
         ];
         match checks.into_iter().find(|(failed, _)| *failed) {
             Some((_, problem)) => Err(problem),

@@ -46,6 +46,7 @@ pub mod handshake;
 pub mod http;
 #[doc(hidden)]
 pub mod mask;
+mod metrics;
 mod reactor;
 #[doc(hidden)]
 pub mod sans_io;
@@ -67,6 +68,6 @@ pub use handler::{
 pub use handshake::Request;
 pub use http::Response;
 pub use reactor::{Server, ServerHandle, ShutdownHandle, Stopped};
-pub use stats::Stats;
-pub use threads::{MultiServer, Publisher};
+pub use stats::{Closes, Refusals, Stats};
+pub use threads::{total_stats, MultiServer, Publisher};
 pub use topics::{Published, TopicError};

@@ -48,9 +48,10 @@ pub struct StatsSample {
     pub uptime_ms: u64,
     /// Milliseconds the rates were measured over (since the previous push).
     pub window_ms: u64,
-    /// Open WebSocket connections.
+    /// Open WebSocket connections on every thread (upgraded, not yet closed).
     pub open: usize,
-    /// TCP connections held in any state (handshaking, open, closing).
+    /// TCP connections held in any state (handshaking, open, closing): this thread's now,
+    /// the others' as of their last timer sweep.
     pub connections: usize,
     /// Stats subscribers.
     pub subscribers: usize,
@@ -82,9 +83,12 @@ impl StatsSample {
     ///  "subscribers":1,"rate":{"messages_in":..,"messages_out":..,"bytes_in":..,"bytes_out":..},
     ///  "total":{"opened":..,"closed":..,"accepted":..,"messages_in":..,"messages_out":..,
     ///  "bytes_in":..,"bytes_out":..,"http_requests":..,"refused":..,"protocol_errors":..,
-    ///  "backlog_drops":..,"handler_panics":..},
-    ///  "memory":{"held":..,"read_pauses":..,"refused_messages":..,"accept_pauses":..,
-    ///  "closes":..,"drops":..},"rooms":[..]}
+    ///  "backlog_drops":..,"handler_panics":..,"publishes":..,"publish_drops":..,
+    ///  "slow_subscriber_closes":..,"backpressure_pauses":..},
+    ///  "closes":{"peer":..,"local":..,"shutdown":..,"protocol":..,"timeout":..,"backlog":..,
+    ///  "io":..,"panic":..,"budget":..},"refusals":{"400":..,"403":..,"426":..,"431":..,
+    ///  "limit":..},"memory":{"held":..,"read_pauses":..,"refused_messages":..,
+    ///  "accept_pauses":..,"closes":..,"drops":..},"rooms":[{"room":..,"members":..}]}
     /// ```
     ///
     /// `memory` is the memory budget: what is held now and each shedding step's count.
@@ -103,7 +107,11 @@ impl StatsSample {
                 r#""total":{{"opened":{},"closed":{},"accepted":{},"messages_in":{},"#,
                 r#""messages_out":{},"bytes_in":{},"bytes_out":{},"http_requests":{},"#,
                 r#""refused":{},"protocol_errors":{},"backlog_drops":{},"handler_panics":{},"#,
-                r#""publishes":{},"publish_drops":{},"slow_subscriber_closes":{}}},"#,
+                r#""publishes":{},"publish_drops":{},"slow_subscriber_closes":{},"#,
+                r#""backpressure_pauses":{}}},"#,
+                r#""closes":{{"peer":{},"local":{},"shutdown":{},"protocol":{},"timeout":{},"#,
+                r#""backlog":{},"io":{},"panic":{},"budget":{}}},"#,
+                r#""refusals":{{"400":{},"403":{},"426":{},"431":{},"limit":{}}},"#,
                 r#""memory":{{"held":{},"read_pauses":{},"refused_messages":{},"#,
                 r#""accept_pauses":{},"closes":{},"drops":{}}},"#,
                 r#""rooms":{}}}"#,
@@ -133,6 +141,21 @@ impl StatsSample {
             t.publishes,
             t.publish_drops,
             t.slow_subscriber_closes,
+            t.backpressure_pauses,
+            t.closes.peer,
+            t.closes.local,
+            t.closes.shutdown,
+            t.closes.protocol,
+            t.closes.timeout,
+            t.closes.backlog,
+            t.closes.io,
+            t.closes.panic,
+            t.closes.budget,
+            t.refusals.bad_request,
+            t.refusals.forbidden,
+            t.refusals.upgrade_required,
+            t.refusals.head_too_large,
+            t.refusals.pending_limit,
             self.memory_held,
             t.budget_read_pauses,
             t.budget_refused_messages,
@@ -282,14 +305,16 @@ impl Handler for App {
 
     fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.uptime_ms();
-        let total = ctx.stats();
+        // The whole server's figures, every reactor thread's summed: each thread pushes them
+        // to its own subscribers.
+        let total = ctx.server_stats();
         self.seq += 1;
         let sample = StatsSample {
             seq: self.seq,
             uptime_ms: now,
             window_ms: now.saturating_sub(self.previous_ms),
-            open: ctx.open_count(),
-            connections: ctx.connection_count(),
+            open: total.opened.saturating_sub(total.closed) as usize,
+            connections: ctx.server_connection_count(),
             subscribers: self.subscribers.len(),
             rooms_json: rooms_json(&self.rooms),
             memory_held: ctx.memory_held(),
@@ -350,6 +375,15 @@ mod tests {
             messages_out: 351,
             bytes_in: 3_000,
             bytes_out: 2_000,
+            backpressure_pauses: 4,
+            closes: wsreactor::Closes {
+                timeout: 2,
+                ..Default::default()
+            },
+            refusals: wsreactor::Refusals {
+                head_too_large: 1,
+                ..Default::default()
+            },
             ..Stats::default()
         };
         let sample = StatsSample {
@@ -373,11 +407,14 @@ mod tests {
         ));
         assert!(json.contains(r#""total":{"opened":5,"closed":0,"#));
         assert!(json.contains(r#""handler_panics":0,"publishes":0,"#));
+        assert!(json.contains(r#""backpressure_pauses":4},"closes":{"peer":0,"#));
+        assert!(json.contains(r#""timeout":2,"#));
+        assert!(json.contains(r#""refusals":{"400":0,"403":0,"426":0,"431":1,"limit":0}"#));
         assert!(json.contains(r#""memory":{"held":4096,"read_pauses":0,"#));
         assert!(json.ends_with(r#""rooms":[{"room":"lobby","members":2}]}"#));
-        // Balanced braces: one object with three nested ones and a room.
-        assert_eq!(json.matches('{').count(), 5);
-        assert_eq!(json.matches('}').count(), 5);
+        // Balanced braces: one object with five nested ones and a room.
+        assert_eq!(json.matches('{').count(), 7);
+        assert_eq!(json.matches('}').count(), 7);
     }
 
     #[test]

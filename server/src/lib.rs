@@ -9,10 +9,12 @@
 //! - [`rooms`]: `/room/NAME` joins a topic; member counts;
 //! - [`static_files`]: request target → bytes, from the page built into the binary (`web/`)
 //!   or a folder given at run time;
+//! - [`logger`]: the `log` facade's output: level filter, text or JSON lines on stderr;
 //! - `main.rs` (the binary): command line, signals, start/stop logging.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod app;
+pub mod logger;
 pub mod rooms;
 pub mod static_files;

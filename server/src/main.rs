@@ -14,6 +14,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use wsreactor::{Compression, Config, MultiServer, SlowSubscriber, TlsFiles};
 use wsreactor_server::app::{self, App};
+use wsreactor_server::logger::{self, Filter, LogFormat};
 use wsreactor_server::rooms::RoomCounts;
 use wsreactor_server::static_files::StaticFiles;
 
@@ -128,7 +129,29 @@ struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Path on the WebSocket port that answers GET with the Prometheus exposition.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_METRICS_PATH)]
+    metrics_path: String,
+    /// Serve no metrics on the WebSocket port (--metrics-listen still does).
+    #[arg(long)]
+    no_metrics: bool,
+    /// Serve GET /metrics on this address instead, from a thread of its own; the WebSocket
+    /// port then serves no metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Least severe level logged: off, error, warn, info, debug (refused upgrades), trace.
+    /// Overrides RUST_LOG, which also takes `target=level` directives.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// `text` (`wsreactor: message key=value`) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
+
+/// Where the binary serves metrics on its WebSocket port unless told otherwise. The library
+/// serves none by default; the binary is an operator's tool, listening on loopback unless
+/// given `--listen`, and its figures are what an operator wants to scrape.
+const DEFAULT_METRICS_PATH: &str = "/metrics";
 
 /// `--slow-subscriber`, as the command line spells [`SlowSubscriber`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -208,6 +231,17 @@ impl Args {
                 }),
                 _ => None,
             },
+            metrics_path: (!self.no_metrics && self.metrics_listen.is_none())
+                .then(|| self.metrics_path.clone()),
+            metrics_listen: self.metrics_listen,
+        }
+    }
+
+    /// `--log-level`, else `RUST_LOG`, else `info`.
+    fn log_filter(&self) -> Result<Filter, String> {
+        match &self.log_level {
+            Some(level) => Filter::parse(level),
+            None => Filter::parse(&std::env::var("RUST_LOG").unwrap_or_default()),
         }
     }
 }
@@ -220,12 +254,19 @@ fn millis(duration: Duration) -> u64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    match args.log_filter() {
+        Ok(filter) => logger::install(filter, args.log_format),
+        Err(e) => {
+            eprintln!("wsreactor: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let files = match &args.static_dir {
         None => StaticFiles::embedded(),
         Some(dir) => match StaticFiles::dir(dir) {
             Ok(files) => files,
             Err(e) => {
-                eprintln!("wsreactor: cannot serve {}: {e}", dir.display());
+                log::error!("cannot serve {}: {e}", dir.display());
                 return ExitCode::FAILURE;
             }
         },
@@ -239,7 +280,7 @@ fn main() -> ExitCode {
     let server = match MultiServer::bind(args.config(), args.threads, make_app) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("wsreactor: cannot start on {}: {e}", args.listen);
+            log::error!("cannot start on {}: {e}", args.listen);
             return ExitCode::FAILURE;
         }
     };
@@ -255,40 +296,55 @@ fn main() -> ExitCode {
         let registered =
             unsafe { signal_hook::low_level::register(signal, move || shutdown.shutdown()) };
         if let Err(e) = registered {
-            eprintln!("wsreactor: no handler for signal {signal}: {e}");
+            log::warn!("no handler for signal {signal}: {e}");
         }
     }
-    let threads = server.threads();
-    let plural = if threads == 1 { "" } else { "s" };
-    // Tests and scripts read the address from the end of this line.
-    eprintln!("wsreactor: listening on {}", server.local_addr());
-    eprintln!("wsreactor: {threads} reactor thread{plural}");
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let addr = server.local_addr();
+    let config = args.config();
+    let metrics = match (server.metrics_addr(), &config.metrics_path) {
+        (Some(listen), _) => format!("http://{listen}/metrics"),
+        (None, Some(path)) => format!("{scheme}://{addr}{path}"),
+        (None, None) => "off".to_string(),
+    };
+    // Alone on its line, as every server of this repository prints it: scripts and tests
+    // (load/, tests/browser/, tests/common) read the address at the end of this line.
+    log::info!("listening on {addr}");
+    log::info!(
+        threads = server.threads(),
+        tls = args.tls_cert.is_some(),
+        compression:? = args.compression,
+        max_connections = config.max_connections,
+        max_message_size = config.max_message_size,
+        max_memory = config.max_memory,
+        idle_timeout_s = args.idle_timeout_s,
+        metrics = metrics.as_str();
+        "options"
+    );
     match files.root() {
-        Some(root) => eprintln!("wsreactor: serving {} over HTTP", root.display()),
-        None => eprintln!(
-            "wsreactor: demo page at {}://{}/",
-            if args.tls_cert.is_some() {
-                "https"
-            } else {
-                "http"
-            },
-            server.local_addr()
-        ),
+        Some(root) => log::info!("serving {} over HTTP", root.display()),
+        None => log::info!("demo page at {scheme}://{addr}/"),
     }
     match server.run() {
         Ok(stopped) => {
-            let (opened, messages_in, messages_out) =
-                stopped.iter().map(|s| s.stats()).fold((0, 0, 0), |t, s| {
-                    (t.0 + s.opened, t.1 + s.messages_in, t.2 + s.messages_out)
-                });
-            eprintln!(
-                "wsreactor: stopped after {opened} connections, {messages_in} messages in, \
-                 {messages_out} out"
+            let stats = wsreactor::total_stats(&stopped);
+            log::info!(
+                opened = stats.opened,
+                messages_in = stats.messages_in,
+                messages_out = stats.messages_out,
+                refused = stats.refused,
+                protocol_errors = stats.protocol_errors,
+                handler_panics = stats.handler_panics;
+                "stopped"
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("wsreactor: reactor failed: {e}");
+            log::error!("reactor failed: {e}");
             ExitCode::FAILURE
         }
     }
@@ -306,11 +362,28 @@ mod tests {
         let expected = Config {
             tick_interval: Some(Duration::from_millis(DEFAULT_STATS_INTERVAL_MS)),
             compression: Compression::NoContextTakeover,
+            metrics_path: Some(DEFAULT_METRICS_PATH.to_string()),
             ..Config::default()
         };
         // Config has no PartialEq; its Debug output lists every field.
         assert_eq!(format!("{:?}", args.config()), format!("{expected:?}"));
         assert_eq!(args.stream_from, app::DEFAULT_STREAM_FROM);
+    }
+
+    #[test]
+    fn a_metrics_address_takes_metrics_off_the_websocket_port() {
+        let args = Args::try_parse_from(["wsreactor", "--metrics-listen", "127.0.0.1:9100"])
+            .expect("options parse");
+        let config = args.config();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(config.metrics_path, None);
+        let args = Args::try_parse_from(["wsreactor", "--no-metrics"]).expect("options parse");
+        assert_eq!(args.config().metrics_path, None);
+        let args = Args::try_parse_from(["wsreactor", "--metrics-path", "/m"]).expect("parse");
+        assert_eq!(args.config().metrics_path.as_deref(), Some("/m"));
     }
 
     #[test]

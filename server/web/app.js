@@ -345,6 +345,18 @@
     $('total-http').textContent = s.total.http_requests.toLocaleString('en');
     $('total-refused').textContent = s.total.refused.toLocaleString('en');
     $('total-errors').textContent = s.total.protocol_errors.toLocaleString('en');
+    if (s.closes && s.refusals) {
+      const n = (v) => v.toLocaleString('en');
+      const c = s.closes;
+      $('close-peer').textContent = n(c.peer);
+      // The server's own closes: the application's, shutdown's, protocol failures', panics'.
+      $('close-local').textContent = n(c.local + c.shutdown + c.protocol + c.panic);
+      $('close-timeout').textContent = n(c.timeout);
+      $('close-io').textContent = n(c.io);
+      $('close-backlog').textContent = n(c.backlog);
+      $('backpressure').textContent = n(s.total.backpressure_pauses);
+      $('refusals').textContent = Object.entries(s.refusals).map(([k, v]) => `${k}: ${n(v)}`).join(' · ');
+    }
 
     push(series.msgsIn, s.rate.messages_in);
     push(series.msgsOut, s.rate.messages_out);

@@ -42,7 +42,7 @@ impl Connection {
         if last {
             busy.drop_message();
             self.flags &= !STREAM_IN;
-            env.stats.messages_in += 1;
+            env.stats.messages_in[kind_index(opcode)].bump();
         }
         let part = MessagePart {
             kind,
@@ -65,7 +65,7 @@ impl Connection {
         key: [u8; 4],
         env: &mut Env<'_, H>,
     ) {
-        env.stats.messages_in += 1;
+        env.stats.messages_in[kind_index(opcode)].bump();
         let Ok(message) = transform::whole_message(opcode, payload, key) else {
             return self.fail_bad_text(env);
         };
@@ -83,7 +83,7 @@ impl Connection {
             return;
         }
         let mut message = std::mem::take(&mut busy.message);
-        env.stats.messages_in += 1;
+        env.stats.messages_in[kind_index(kind)].bump();
         let msg = if kind == OpCode::Text {
             // SAFETY: every byte of this message went through `Utf8Validator::feed`, which
             // accepted it, and `finish` confirmed no code point was left unfinished.

@@ -47,11 +47,12 @@ pub(super) fn guard<H: Handler, R>(
     }
 }
 
-pub(crate) fn handler_panicked(config: &Config, stats: &mut Stats) {
+pub(crate) fn handler_panicked(config: &Config, stats: &Counters) {
     if config.abort_on_panic {
         std::process::abort();
     }
-    stats.handler_panics += 1;
+    stats.handler_panics.bump();
+    log::warn!("a handler callback panicked; its connection is closed with 1011");
 }
 
 /// The handler's handle on one connection, valid for the duration of a callback. Through
@@ -256,7 +257,7 @@ pub struct Ctx<'a> {
     pub(crate) peers: Option<&'a mut dyn Peers>,
     pub(crate) pool: &'a mut BusyPool,
     pub(crate) config: &'a Config,
-    pub(crate) stats: &'a mut Stats,
+    pub(crate) stats: &'a Counters,
     pub(crate) topics: &'a mut Topics,
     pub(crate) now: u64,
 }
@@ -285,7 +286,7 @@ impl<'a> Ctx<'a> {
         peers: &'a mut dyn Peers,
         pool: &'a mut BusyPool,
         config: &'a Config,
-        stats: &'a mut Stats,
+        stats: &'a Counters,
         topics: &'a mut Topics,
         now: u64,
     ) -> Self {
@@ -307,7 +308,7 @@ impl<'a> Ctx<'a> {
             peers: None,
             pool: &mut *self.pool,
             config: self.config,
-            stats: &mut *self.stats,
+            stats: self.stats,
             topics: &mut *self.topics,
             now: self.now,
         };
@@ -344,7 +345,33 @@ impl<'a> Ctx<'a> {
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
-        *self.stats
+        self.stats.snapshot()
+    }
+
+    /// Counters of the whole server: with one reactor, [`stats`](Self::stats); in a
+    /// [`MultiServer`](crate::MultiServer), every reactor's, each read live.
+    pub fn server_stats(&self) -> Stats {
+        match self.topics.server_blocks() {
+            Some(blocks) => Counters::total(blocks.all()),
+            None => self.stats.snapshot(),
+        }
+    }
+
+    /// TCP connections held (any state) by the whole server: this reactor's now, the other
+    /// reactors' as of their last timer sweep.
+    pub fn server_connection_count(&self) -> usize {
+        let here = self.connection_count();
+        let Some(blocks) = self.topics.server_blocks() else {
+            return here;
+        };
+        let mine: *const Counters = self.stats;
+        let others: u64 = blocks
+            .all()
+            .iter()
+            .filter(|b| !std::ptr::eq(Arc::as_ptr(b), mine))
+            .map(|b| b.connections.get())
+            .sum();
+        here + others as usize
     }
 
     /// TCP connections held (any state).

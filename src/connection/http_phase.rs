@@ -116,8 +116,16 @@ impl Connection {
                 }
                 self.state = State::Open;
                 self.flags |= OPENED;
+                // The deadline was set at accept (or the last plain answer) to that moment
+                // plus the handshake timeout.
+                let since = self
+                    .deadline
+                    .saturating_sub(ms(env.config.handshake_timeout));
+                env.stats
+                    .handshake
+                    .observe_ms(env.now.saturating_sub(since));
                 self.deadline = env.config.idle_timeout.map_or(0, |t| env.now + ms(t));
-                env.stats.opened += 1;
+                env.stats.opened.bump();
                 self.call(env, |handler, conn| handler.on_open(conn, &request));
             }
         }
@@ -125,8 +133,17 @@ impl Connection {
     }
 
     pub(super) fn answer_http<H: Handler>(&mut self, request: &Request<'_>, env: &mut Env<'_, H>) {
-        let response = guard(env, |handler| handler.on_http(request))
-            .unwrap_or_else(|| http::Response::plain(500));
+        let response = match env.scrape.answer(request) {
+            Some(body) => {
+                env.stats.scrapes.bump();
+                http::Response::new(200, crate::metrics::CONTENT_TYPE, body)
+            }
+            None => {
+                env.stats.http_requests.bump();
+                guard(env, |handler| handler.on_http(request))
+                    .unwrap_or_else(|| http::Response::plain(500))
+            }
+        };
         // A request body is not read by this server: close after answering one that has it.
         let has_body = request.header("transfer-encoding").is_some()
             || request
@@ -139,7 +156,6 @@ impl Connection {
             request.method == "HEAD",
             keep_alive,
         );
-        env.stats.http_requests += 1;
         if keep_alive {
             self.deadline = env.now + ms(env.config.handshake_timeout);
         } else {
@@ -149,7 +165,12 @@ impl Connection {
 
     pub(super) fn refuse<H: Handler>(&mut self, refusal: Refusal, env: &mut Env<'_, H>) {
         handshake::write_refusal(self.busy_mut(env.pool).out.appender(), refusal);
-        env.stats.refused += 1;
+        let (status, _) = refusal.status();
+        env.stats.refuse(RefusedBy::from_status(status));
+        match refusal {
+            Refusal::BadRequest(why) => log::debug!("upgrade refused: {status}: {why}"),
+            _ => log::debug!("upgrade refused: {status}"),
+        }
         self.close_after_output(env);
     }
 

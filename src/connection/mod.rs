@@ -36,10 +36,12 @@ use crate::handler::{
 use crate::handshake::{self, Refusal, Request, Verdict};
 use crate::http;
 use crate::mask::apply_mask;
+use crate::metrics::{kind_index, Blocks, Counters, RefusedBy, Scrape};
 use crate::stats::Stats;
 use crate::topics::publish::{admit, Delivery, Reach, SLOW_CLOSE};
 use crate::topics::Topics;
 use crate::utf8;
+use std::sync::Arc;
 
 mod assembler;
 mod handle;
@@ -112,19 +114,28 @@ pub(crate) struct Shared<H> {
     pub handler: H,
     pub config: Config,
     pub pool: BusyPool,
-    pub stats: Stats,
+    /// This reactor's counter block, which it alone writes.
+    pub stats: Arc<Counters>,
+    /// Every reactor's block, for answering `/metrics` on the WebSocket port.
+    pub scrape: Scrape,
     pub topics: Topics,
     /// Milliseconds since the reactor started.
     pub now: u64,
 }
 
 impl<H> Shared<H> {
-    pub(crate) fn new(config: Config, handler: H) -> Self {
+    /// The state of reactor `index` among those whose counters are `blocks`.
+    pub(crate) fn new(config: Config, handler: H, blocks: &Blocks, index: usize) -> Self {
+        let scrape = Scrape {
+            path: config.metrics_path.as_deref().map(Box::from),
+            blocks: blocks.clone(),
+        };
         Shared {
             handler,
             config,
             pool: BusyPool::default(),
-            stats: Stats::default(),
+            stats: blocks.block(index),
+            scrape,
             topics: Topics::default(),
             now: 0,
         }
@@ -142,7 +153,8 @@ impl<H> Shared<H> {
             handler: &mut self.handler,
             config: &self.config,
             pool: &mut self.pool,
-            stats: &mut self.stats,
+            stats: &self.stats,
+            scrape: &self.scrape,
             topics: &mut self.topics,
             now: self.now,
             id,
@@ -158,7 +170,7 @@ impl<H> Shared<H> {
             peers,
             &mut self.pool,
             &self.config,
-            &mut self.stats,
+            &self.stats,
             &mut self.topics,
             self.now,
         );
@@ -171,7 +183,8 @@ pub(crate) struct Env<'a, H> {
     pub handler: &'a mut H,
     pub config: &'a Config,
     pub pool: &'a mut BusyPool,
-    pub stats: &'a mut Stats,
+    pub stats: &'a Counters,
+    pub scrape: &'a Scrape,
     pub topics: &'a mut Topics,
     /// Milliseconds since the reactor started.
     pub now: u64,
@@ -194,7 +207,7 @@ pub(crate) trait Peers {
     /// at the end of the loop turn: a subscriber about to pass its limit under a batch of
     /// publishes is given the chance a reader that keeps up deserves. Returns the bytes
     /// written; a failed write is left for the turn's flush to meet again.
-    fn write_now(&mut self, id: ConnId, pool: &mut BusyPool, stats: &mut Stats) -> usize;
+    fn write_now(&mut self, id: ConnId, pool: &mut BusyPool, stats: &Counters) -> usize;
     /// TCP connections held, in any state.
     fn connection_count(&self) -> usize;
     /// Open WebSocket connections.
@@ -209,7 +222,7 @@ impl Peers for NoPeers {
     fn peer(&mut self, _id: ConnId) -> Option<&mut Connection> {
         None
     }
-    fn write_now(&mut self, _id: ConnId, _pool: &mut BusyPool, _stats: &mut Stats) -> usize {
+    fn write_now(&mut self, _id: ConnId, _pool: &mut BusyPool, _stats: &Counters) -> usize {
         0
     }
     fn connection_count(&self) -> usize {
@@ -229,6 +242,11 @@ impl Connection {
             state: State::Handshake,
             flags: 0,
         }
+    }
+
+    /// Whether it holds buffers from the pool now.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.busy.is_some()
     }
 
     /// The window bits of what we send, if permessage-deflate was negotiated.
@@ -328,7 +346,7 @@ impl Connection {
 
     /// Feeds bytes read from the socket. `input` is scratch space: frames are unmasked in it.
     pub(crate) fn handle_input<H: Handler>(&mut self, input: &mut [u8], env: &mut Env<'_, H>) {
-        env.stats.bytes_in += input.len() as u64;
+        env.stats.bytes_in.add(input.len() as u64);
         match self.state {
             State::Handshake => self.handshake_input(input, env),
             State::Open | State::Closing => self.frame_input(input, env),
@@ -410,7 +428,7 @@ impl Connection {
     /// Fails the connection (RFC 6455 §7.1.7): close frame with `code`, then wait for the
     /// peer's close. A second failure while closing gives up on parsing.
     fn fail<H: Handler>(&mut self, code: u16, reason: &str, env: &mut Env<'_, H>) {
-        env.stats.protocol_errors += 1;
+        env.stats.protocol_errors.bump();
         self.flags &= !STREAM_IN;
         if let Some(busy) = self.busy.as_mut() {
             busy.drop_message();
@@ -430,7 +448,7 @@ impl Connection {
     ) {
         if self.flags & OPENED != 0 {
             self.flags &= !OPENED;
-            env.stats.closed += 1;
+            env.stats.close(code, cause);
             let id = env.id;
             let close = Close {
                 code,

@@ -224,7 +224,7 @@ impl Connection {
             if opcode != OpCode::Continuation
                 && !env.pool.account.admits_message(header.payload_len)
             {
-                env.stats.budget_refused_messages += 1;
+                env.stats.budget_refused_messages.bump();
                 break 'check Some((TOO_BIG, "server memory budget"));
             }
             return Some(opcode);
@@ -373,7 +373,7 @@ impl Connection {
     /// The reactor appended `n` bytes read from the socket to the message buffer (see
     /// [`direct_read_target`](Self::direct_read_target)): unmask and check them in place.
     pub(crate) fn handle_direct_input<H: Handler>(&mut self, n: usize, env: &mut Env<'_, H>) {
-        env.stats.bytes_in += n as u64;
+        env.stats.bytes_in.add(n as u64);
         if let Some(idle) = env.config.idle_timeout {
             self.deadline = env.now + ms(idle);
         }

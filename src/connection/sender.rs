@@ -58,7 +58,7 @@ impl Connection {
         payload: &[u8],
         pool: &mut BusyPool,
         config: &Config,
-        stats: &mut Stats,
+        stats: &Counters,
         direct: Option<&dyn Transmit>,
     ) -> SendStatus {
         if self.state != State::Open {
@@ -69,7 +69,7 @@ impl Connection {
             return self.drop_for_backlog(stats);
         }
         if matches!(head.opcode, OpCode::Text | OpCode::Binary) {
-            stats.messages_out += 1;
+            stats.messages_out[kind_index(head.opcode)].bump();
         }
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = frame::encode_header(
@@ -105,7 +105,7 @@ impl Connection {
             pending // written whole, so nothing was queued before it either
         };
         if backlog > config.backlog_high_water {
-            self.pause_reading();
+            self.pause_reading(stats);
             SendStatus::Backpressure
         } else {
             SendStatus::Sent
@@ -122,7 +122,7 @@ impl Connection {
         head: FrameHead,
         header: &[u8],
         payload: &[u8],
-        stats: &mut Stats,
+        stats: &Counters,
     ) -> usize {
         let part = !head.fin || head.opcode == OpCode::Continuation;
         let direct_min = if part || self.flags & ENDS_READ != 0 {
@@ -136,16 +136,17 @@ impl Connection {
         let written = socket
             .transmit(&[IoSlice::new(header), IoSlice::new(payload)])
             .unwrap_or(0);
-        stats.bytes_out += written as u64;
+        stats.bytes_out.add(written as u64);
         written
     }
 
     /// Output passed the high-water mark: stop reading at the end of the message arriving now,
     /// if any (see [`wants_read`](Self::wants_read)).
     #[cold]
-    pub(super) fn pause_reading(&mut self) {
+    pub(super) fn pause_reading(&mut self, stats: &Counters) {
         if self.flags & READ_PAUSED == 0 {
             self.flags |= READ_PAUSED;
+            stats.backpressure_pauses.bump();
             if let Some(busy) = self.busy.as_mut() {
                 busy.read_to_end = busy.message_kind.is_some();
             }
@@ -170,21 +171,23 @@ impl Connection {
             }
             return refused;
         }
-        reach.stats.messages_out += 1;
+        // The frame's first byte: FIN and the opcode.
+        let opcode = frame.first().map_or(0, |b| b & 0x0f);
+        reach.stats.messages_out[usize::from(opcode)].bump();
         let out = &mut self.busy_mut(reach.pool).out;
         out.extend(frame);
         if out.len() > reach.config.backlog_high_water {
-            self.pause_reading();
+            self.pause_reading(reach.stats);
         }
         Delivery::Delivered
     }
 
     /// The peer is not reading: give up on it rather than grow without bound.
     #[cold]
-    pub(super) fn drop_for_backlog(&mut self, stats: &mut Stats) -> SendStatus {
+    pub(super) fn drop_for_backlog(&mut self, stats: &Counters) -> SendStatus {
         self.state = State::Closed;
         self.flags |= ABORT | BACKLOG_DROPPED;
-        stats.backlog_drops += 1;
+        stats.backlog_drops.bump();
         SendStatus::Dropped
     }
 

@@ -29,6 +29,7 @@ use crate::config::{Config, Error};
 use crate::connection::{Connection, Ctx, Env, Peers, Shared};
 use crate::frame::close_code;
 use crate::handler::{CloseCause, ConnId, Handler};
+use crate::metrics::{Blocks, Counters, MetricsListener, RefusedBy};
 use crate::stats::Stats;
 use crate::transport::{PlainTcp, SlotTransport, TlsTcp, Transport};
 
@@ -63,6 +64,9 @@ pub(crate) struct Parts {
     /// The memory budget every reactor of the server shares ([`crate::budget`]): each keeps
     /// its own account and the budget holds their sum.
     pub budget: Arc<MemoryBudget>,
+    /// Every reactor's counter block: this one writes block `index` and answers a scrape on
+    /// its port with the sum of all.
+    pub blocks: Blocks,
 }
 
 /// A WebSocket server on one thread.
@@ -102,6 +106,8 @@ pub struct Server<H: Handler> {
     outbox: mpsc::Sender<Work<H>>,
     /// What the memory budget's shedding keeps between loop turns.
     shedding: shed::Shedding,
+    /// The `metrics_listen` thread, stopped when the server is dropped.
+    metrics_listener: Option<MetricsListener>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -115,12 +121,15 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds the listener and prepares the loop; nothing is served until [`run`](Self::run).
+    /// Binds the listener (and the metrics listener, if configured) and prepares the loop;
+    /// nothing is served until [`run`](Self::run).
     pub fn bind(config: Config, handler: H) -> Result<Self, Error> {
         config.validate()?;
         let listener = crate::threads::listen(config.listen, false)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let blocks = Blocks::new(1);
+        let metrics_listen = config.metrics_listen;
         let parts = Parts {
             poll,
             waker: Arc::clone(&waker),
@@ -131,8 +140,13 @@ impl<H: Handler> Server<H> {
             threads: 1,
             link: None,
             budget: MemoryBudget::new(config.max_memory, 1),
+            blocks: blocks.clone(),
         };
-        Server::assemble(config, handler, parts)
+        let mut server = Server::assemble(config, handler, parts)?;
+        if let Some(addr) = metrics_listen {
+            server.metrics_listener = Some(crate::metrics::spawn_listener(addr, blocks)?);
+        }
+        Ok(server)
     }
 
     /// One reactor from its parts: a listener already bound (and, in a [`MultiServer`],
@@ -155,6 +169,7 @@ impl<H: Handler> Server<H> {
             threads,
             link,
             budget,
+            blocks,
         } = parts;
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -163,7 +178,7 @@ impl<H: Handler> Server<H> {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let tick_ms = (config.timer_tick().as_millis() as u64).max(1);
         let (outbox, inbox) = mpsc::channel();
-        let mut shared = Shared::new(config, handler);
+        let mut shared = Shared::new(config, handler, &blocks, index);
         shared.pool.account = budget.account(index);
         if let Some(link) = link {
             shared.topics.link(link);
@@ -199,6 +214,7 @@ impl<H: Handler> Server<H> {
             outbox,
             shared,
             shedding: shed::Shedding::default(),
+            metrics_listener: None,
         })
     }
 
@@ -226,8 +242,20 @@ impl<H: Handler> Server<H> {
     }
 
     /// Counters so far.
-    pub fn stats(&self) -> &Stats {
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.snapshot()
+    }
+
+    /// This reactor's counter block.
+    pub(crate) fn counters(&self) -> &crate::metrics::Counters {
         &self.shared.stats
+    }
+
+    /// The address the metrics listener is bound to, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(MetricsListener::local_addr)
     }
 
     /// The handler (for example to read what it collected after `run` returns).
@@ -324,13 +352,13 @@ impl<H: Handler> Server<H> {
                 Err(e) => {
                     // Out of descriptors or similar: try again at the next timer sweep rather
                     // than spin.
-                    eprintln!("wsreactor: accept failed: {e}");
+                    log::error!("accept failed: {e}");
                     self.accept_paused = true;
                     return;
                 }
             };
             if self.pending_handshakes >= self.shared.config.max_pending_handshakes {
-                self.shared.stats.refused += 1;
+                self.shared.stats.refuse(RefusedBy::PendingLimit);
                 continue; // dropped: too many connections still silent
             }
             let _ = stream.set_nodelay(true);
@@ -369,7 +397,7 @@ impl<H: Handler> Server<H> {
                 peer_closed: false,
             });
             self.pending_handshakes += 1;
-            self.shared.stats.accepted += 1;
+            self.shared.stats.accepted.bump();
         }
         self.listener_ready = true;
     }

@@ -83,7 +83,7 @@ impl<H: Handler> Server<H> {
                         ready.push(key);
                     } else {
                         // Read again when the budget allows (`budget_turn`).
-                        shared.stats.budget_read_pauses += 1;
+                        shared.stats.budget_read_pauses.bump();
                         shared.pool.account.alert();
                         shedding.held_back.push(key);
                     }
@@ -217,6 +217,7 @@ impl<H: Handler> Server<H> {
         if self.shared.now >= self.next_sweep {
             self.next_sweep = self.shared.now + self.tick_ms;
             self.sweep_deadlines();
+            self.set_gauges();
             if self.accept_paused && self.slots.len() < self.shared.config.max_connections {
                 self.accept_paused = false;
                 self.accept_ready();
@@ -228,6 +229,23 @@ impl<H: Handler> Server<H> {
                 self.with_ctx(|handler, ctx| handler.on_tick(ctx));
             }
         }
+    }
+
+    /// Levels that would cost something per message to follow live are sampled here, once
+    /// per timer tick, for `/metrics` to read.
+    fn set_gauges(&mut self) {
+        let mut busy = 0;
+        for (_, slot) in self.slots.iter_mut() {
+            busy += usize::from(slot.conn.get_mut().is_busy());
+        }
+        let shared = &self.shared;
+        let stats = &shared.stats;
+        stats.connections.set(self.slots.len());
+        stats.buffers_busy.set(busy);
+        stats.buffers_free.set(shared.pool.free_count());
+        stats.topics.set(shared.topics.len());
+        stats.subscribers.set(shared.topics.subscriber_count());
+        stats.memory_held.set(shared.pool.account.held());
     }
 
     /// Runs the work other threads handed in through a [`ServerHandle`].
@@ -259,7 +277,7 @@ impl<H: Handler> Server<H> {
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler, &mut ctx)));
         if outcome.is_err() {
-            crate::connection::handler_panicked(&self.shared.config, &mut self.shared.stats);
+            crate::connection::handler_panicked(&self.shared.config, &self.shared.stats);
         }
     }
 
@@ -416,7 +434,7 @@ fn write_out<T: Transport, H>(
         let total = pending.len();
         match transport.write(pending) {
             Ok(n) => {
-                shared.stats.bytes_out += n as u64;
+                shared.stats.bytes_out.add(n as u64);
                 resumed |= conn.wrote(n, &shared.config, &mut shared.pool);
                 if n < total {
                     break; // the socket buffer is full: a writable edge will follow

@@ -57,7 +57,7 @@ impl Shedding {
         }
         if !self.accept_paused {
             self.accept_paused = true;
-            shared.stats.budget_accept_pauses += 1;
+            shared.stats.budget_accept_pauses.bump();
         }
         shared.pool.account.alert();
         true
@@ -142,8 +142,8 @@ impl<H: Handler> Server<H> {
                 conn.shed(&mut lent.env(transport))
             });
             match shed {
-                Some(Shed::Closed) => self.shared.stats.budget_closes += 1,
-                Some(Shed::Dropped) => self.shared.stats.budget_drops += 1,
+                Some(Shed::Closed) => self.shared.stats.budget_closes.bump(),
+                Some(Shed::Dropped) => self.shared.stats.budget_drops.bump(),
                 None => {}
             }
             // Recounts it, writes its close, or drops it.

@@ -84,7 +84,7 @@ impl Peers for SlabPeers<'_> {
         Some(unsafe { &mut *slot.conn.get() })
     }
 
-    fn write_now(&mut self, id: ConnId, pool: &mut BusyPool, stats: &mut Stats) -> usize {
+    fn write_now(&mut self, id: ConnId, pool: &mut BusyPool, stats: &Counters) -> usize {
         let key = id.key as usize;
         if self.lent == Some(key) {
             return 0;
@@ -104,7 +104,7 @@ impl Peers for SlabPeers<'_> {
             let total = pending.len();
             match transport.write(pending) {
                 Ok(n) => {
-                    stats.bytes_out += n as u64;
+                    stats.bytes_out.add(n as u64);
                     conn.consume_output(n, pool);
                     written += n;
                     if n < total {

@@ -15,6 +15,7 @@ pub use pair::Pair;
 use crate::config::Config;
 use crate::connection::{Connection, Env, NoPeers, Shared};
 use crate::handler::{ConnId, Handler};
+use crate::metrics::Blocks;
 use crate::stats::Stats;
 
 /// A server-side connection, as if just accepted, that is fed bytes directly.
@@ -30,7 +31,7 @@ impl<H: Handler> Endpoint<H> {
     pub fn new(config: Config, handler: H) -> Self {
         Endpoint {
             conn: Connection::new(0, &config),
-            shared: Shared::new(config, handler),
+            shared: Shared::new(config, handler, &Blocks::new(1), 0),
             peers: NoPeers,
         }
     }
@@ -99,8 +100,8 @@ impl<H: Handler> Endpoint<H> {
     }
 
     /// Counters for this connection.
-    pub fn stats(&self) -> &Stats {
-        &self.shared.stats
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.snapshot()
     }
 
     fn split(&mut self) -> (&mut Connection, Env<'_, H>) {

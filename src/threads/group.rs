@@ -21,6 +21,8 @@ use std::sync::{mpsc, Arc};
 
 use mio::Waker;
 
+use crate::metrics::Blocks;
+
 /// A message published on one thread (or from outside every reactor) on its way to the
 /// others: framed once, shared by every reactor it is handed to.
 #[derive(Debug)]
@@ -57,6 +59,8 @@ struct Member {
 #[derive(Debug)]
 pub(crate) struct Group {
     members: Box<[Member]>,
+    /// Every reactor's counter block, for figures about the whole server.
+    blocks: Blocks,
 }
 
 /// What one reactor keeps of its group: the group, its own place in it, its end of its
@@ -73,7 +77,7 @@ pub(crate) struct Link {
 
 impl Group {
     /// A group of one reactor per waker, and each reactor's [`Link`], in the same order.
-    pub(crate) fn new(wakers: Vec<Arc<Waker>>) -> (Arc<Group>, Vec<Link>) {
+    pub(crate) fn new(wakers: Vec<Arc<Waker>>, blocks: Blocks) -> (Arc<Group>, Vec<Link>) {
         let (members, receivers): (Vec<_>, Vec<_>) = wakers
             .into_iter()
             .map(|waker| {
@@ -88,6 +92,7 @@ impl Group {
             .unzip();
         let group = Arc::new(Group {
             members: members.into_boxed_slice(),
+            blocks,
         });
         let links = receivers
             .into_iter()
@@ -133,6 +138,11 @@ impl Group {
 }
 
 impl Link {
+    /// Every reactor's counter block.
+    pub(crate) fn blocks(&self) -> &Blocks {
+        &self.group.blocks
+    }
+
     /// Whether another reactor has subscribers of `topic`.
     pub(crate) fn wanted_elsewhere(&self, topic: &[u8]) -> bool {
         !self.wanted.is_empty() && self.wanted.contains_key(topic)

@@ -18,7 +18,9 @@ use socket2::{Domain, Socket, Type};
 
 use crate::config::{Config, Error};
 use crate::handler::{Handler, Message};
+use crate::metrics::Counters;
 use crate::reactor::{Parts, Server, ServerHandle, ShutdownHandle, WAKER};
+use crate::stats::Stats;
 
 mod group;
 
@@ -46,6 +48,9 @@ pub struct MultiServer<H: Handler> {
     servers: Vec<Server<H>>,
     group: Arc<Group>,
     local_addr: SocketAddr,
+    /// The `metrics_listen` thread, which sums every reactor's counters; stopped when the
+    /// server is dropped (after `run` returns).
+    metrics_listener: Option<crate::metrics::MetricsListener>,
 }
 
 impl<H: Handler> std::fmt::Debug for MultiServer<H> {
@@ -90,7 +95,8 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         }
         let wakers: Vec<Arc<Waker>> = polls.iter().map(|(_, w)| Arc::clone(w)).collect();
         let all_wakers: Arc<[Arc<Waker>]> = wakers.clone().into();
-        let (group, links) = Group::new(wakers);
+        let blocks = crate::metrics::Blocks::new(threads);
+        let (group, links) = Group::new(wakers, blocks.clone());
         let requested = Arc::new(AtomicBool::new(false));
         let budget = crate::budget::MemoryBudget::new(config.max_memory, threads);
         let mut servers = Vec::with_capacity(threads);
@@ -107,6 +113,7 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
                 threads,
                 link: Some(link),
                 budget: Arc::clone(&budget),
+                blocks: blocks.clone(),
             };
             servers.push(Server::assemble(
                 config.clone(),
@@ -114,10 +121,15 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
                 parts,
             )?);
         }
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(crate::metrics::spawn_listener(addr, blocks)?),
+            None => None,
+        };
         Ok(MultiServer {
             servers,
             group,
             local_addr,
+            metrics_listener,
         })
     }
 
@@ -141,6 +153,13 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         self.servers.iter().map(Server::handle).collect()
     }
 
+    /// The address the metrics listener is bound to, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(crate::metrics::MetricsListener::local_addr)
+    }
+
     /// A handle that publishes to topics from any thread.
     pub fn publisher(&self) -> Publisher {
         Publisher {
@@ -154,6 +173,8 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
     /// process with a message, rather than leave a thread's connections unserved.
     pub fn run(self) -> io::Result<Vec<Server<H>>> {
         let shutdown = self.shutdown_handle();
+        // Kept until every reactor has stopped.
+        let _metrics_listener = self.metrics_listener;
         let mut servers = self.servers.into_iter();
         let Some(mut first) = servers.next() else {
             return Ok(Vec::new());
@@ -201,6 +222,12 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
             None => Ok(stopped),
         }
     }
+}
+
+/// Counters summed over reactors, for example those [`MultiServer::run`] returns.
+pub fn total_stats<H: Handler>(servers: &[Server<H>]) -> Stats {
+    let blocks: Vec<_> = servers.iter().map(Server::counters).collect();
+    Counters::total(&blocks)
 }
 
 /// Publishes to topics from any thread, to the subscribers on every reactor of a

@@ -185,6 +185,11 @@ impl Topics {
         self.link.as_mut()?.next_arrival()
     }
 
+    /// Every reactor's counter block, when this reactor is one of several.
+    pub(crate) fn server_blocks(&self) -> Option<&crate::metrics::Blocks> {
+        self.link.as_ref().map(Link::blocks)
+    }
+
     /// Whether another thread sent this reactor something since it last drained.
     #[inline]
     pub(crate) fn arrived(&self) -> bool {
@@ -209,6 +214,11 @@ impl Topics {
     /// Topics with at least one subscriber.
     pub(crate) fn len(&self) -> usize {
         self.topics.len()
+    }
+
+    /// Connections subscribed to at least one topic.
+    pub(crate) fn subscriber_count(&self) -> usize {
+        self.of_conn.len()
     }
 
     fn remove_subscriber(&mut self, index: usize, id: ConnId) {

@@ -15,7 +15,7 @@ use crate::config::{Config, SlowSubscriber};
 use crate::connection::{Conn, Ctx, Peers};
 use crate::frame::{self, close_code, OpCode, MAX_HEADER_LEN};
 use crate::handler::{ConnId, Message};
-use crate::stats::Stats;
+use crate::metrics::Counters;
 
 use super::{TopicError, Topics};
 
@@ -78,18 +78,18 @@ pub(crate) fn admit(
     pending: usize,
     frame_len: usize,
     config: &Config,
-    stats: &mut Stats,
+    stats: &Counters,
 ) -> Option<Delivery> {
     if pending + frame_len <= config.max_subscriber_backlog {
         return None;
     }
     Some(match config.slow_subscriber {
         SlowSubscriber::Drop => {
-            stats.publish_drops += 1;
+            stats.publish_drops.bump();
             Delivery::Dropped
         }
         SlowSubscriber::Close => {
-            stats.slow_subscriber_closes += 1;
+            stats.slow_subscriber_closes.bump();
             Delivery::Closed
         }
     })
@@ -160,7 +160,7 @@ impl<'a> Ctx<'a> {
             return Published::default();
         }
         encode(frame, message);
-        reach.stats.publishes += 1;
+        reach.stats.publishes.bump();
         // Handed over first: the other threads deliver while this one copies to its own.
         let threads = link.map_or(0, |link| link.hand_over(topic, frame));
         let mut published = deliver_all(subscribers, frame, except, own, peers, &mut reach);
@@ -180,7 +180,7 @@ impl<'a> Ctx<'a> {
         let reach = Reach {
             pool: &mut *self.pool,
             config: self.config,
-            stats: &mut *self.stats,
+            stats: self.stats,
             now: self.now,
         };
         (&mut *self.topics, reach, self.peers.as_deref_mut())
@@ -236,7 +236,7 @@ fn deliver(peers: &mut dyn Peers, id: ConnId, frame: &[u8], reach: &mut Reach<'_
 pub(crate) struct Reach<'a> {
     pub pool: &'a mut crate::buffers::BusyPool,
     pub config: &'a Config,
-    pub stats: &'a mut Stats,
+    pub stats: &'a Counters,
     pub now: u64,
 }
 

@@ -126,6 +126,10 @@ describe('demo page in Chromium', () => {
     assert.ok(open >= 2, `open connections shown: ${open}`);
     assert.match(await page.locator('#uptime').textContent(), /\d+s$/);
     assert.match(await page.locator('#interval').textContent(), /^\d+ ms$/);
+    // The closes table is filled from the same push: refusals by status, closes by reason.
+    assert.match(await page.locator('#refusals').textContent(), /^400: \d+ · 403: \d+ · 426: \d+ · 431: \d+ · limit: \d+$/);
+    assert.match(await page.locator('#close-peer').textContent(), /^\d[\d,]*$/);
+    assert.match(await page.locator('#backpressure').textContent(), /^\d[\d,]*$/);
   });
 
   it('saves a screenshot', async () => {

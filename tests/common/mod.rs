@@ -42,7 +42,7 @@ impl TestServer {
         let shutdown = server.shutdown_handle();
         let thread = std::thread::spawn(move || {
             server.run().expect("reactor");
-            *server.stats()
+            server.stats()
         });
         TestServer {
             addr,
