@@ -27,16 +27,31 @@ type Samples = BTreeMap<String, f64>;
 fn parse(exposition: &str) -> Option<Samples> {
     const SCRIPT: &str = r#"
 import sys
-try:
-    from prometheus_client.parser import text_string_to_metric_families
-except ImportError:
-    sys.exit(3)
+from prometheus_client.parser import text_string_to_metric_families
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
         labels = ",".join('%s="%s"' % (k, v) for k, v in sorted(s.labels.items()))
         print("%s{%s} %r" % (s.name, labels, float(s.value)))
 "#;
-    let mut child = Command::new("python3")
+    // Debian's package installs for the system interpreter, which another python3 earlier on
+    // PATH (pyenv, a venv) does not see.
+    let Some(python) = ["python3", "/usr/bin/python3"].into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import prometheus_client"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must have python3-prometheus-client (.ci/run installs it)"
+        );
+        eprintln!(
+            "SKIPPED: python3 has no prometheus_client (apt-get install python3-prometheus-client)"
+        );
+        return None;
+    };
+    let mut child = Command::new(python)
         .args(["-c", SCRIPT])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -50,16 +65,6 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .write_all(exposition.as_bytes())
         .expect("feed the parser");
     let output = child.wait_with_output().expect("python3 finishes");
-    if output.status.code() == Some(3) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must have python3-prometheus-client (.ci/run installs it)"
-        );
-        eprintln!(
-            "SKIPPED: python3 has no prometheus_client (apt-get install python3-prometheus-client)"
-        );
-        return None;
-    }
     assert!(
         output.status.success(),
         "the parser rejected:\n{exposition}"
@@ -214,8 +219,9 @@ fn a_known_traffic_pattern_is_counted_exactly() {
         ("wsreactor_upgrades_refused_total{status=\"431\"}", 1.0),
         ("wsreactor_upgrades_refused_total{status=\"limit\"}", 0.0),
         ("wsreactor_http_requests_total", 1.0),
-        // 4 refused, the page, 3 WebSockets, and every scrape so far (this one included).
-        ("wsreactor_connections_accepted_total", 8.0 + scrapes),
+        // 4 refused, the page, 3 WebSockets, the scrapes before (counted once answered) and
+        // this one.
+        ("wsreactor_connections_accepted_total", 9.0 + scrapes),
         ("wsreactor_connections_opened_total", 3.0),
         ("wsreactor_connections_open", 0.0),
         ("wsreactor_messages_received_total{kind=\"text\"}", 3.0),
@@ -243,7 +249,6 @@ fn a_known_traffic_pattern_is_counted_exactly() {
     for (series, want) in expected {
         assert_eq!(value(&samples, series), want, "{series}");
     }
-    assert!(scrapes >= 1.0);
     assert!(value(&samples, "wsreactor_connections") <= 1.0);
     let pauses = value(&samples, "wsreactor_backpressure_pauses_total");
     assert!(pauses >= 1.0, "the slow reader paused the server's reading");
