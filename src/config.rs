@@ -20,10 +20,12 @@ pub struct Config {
     /// Address to listen on. Default `127.0.0.1:9001`.
     pub listen: SocketAddr,
     /// Open connections (any state) at most; the listener stops accepting at the limit and
-    /// resumes when a slot frees. Default 16,384 (a process here may hold 20,000 files).
+    /// resumes when a slot frees. Default 16,384 (a process here may hold 20,000 files). In
+    /// a [`MultiServer`](crate::MultiServer) each reactor holds an equal share (rounded up).
     pub max_connections: usize,
     /// Connections still in their HTTP handshake at most; new ones are refused (dropped) above
-    /// it, so a flood of silent sockets cannot take every slot. Default 1,024.
+    /// it, so a flood of silent sockets cannot take every slot. Default 1,024. Shared out
+    /// among the reactors of a [`MultiServer`](crate::MultiServer) like `max_connections`.
     pub max_pending_handshakes: usize,
     /// Largest request head (request line and headers) in bytes; larger gets `431`. Default 8 KiB.
     pub max_request_head: usize,

@@ -116,6 +116,8 @@ fn a_known_traffic_pattern_is_counted_exactly() {
     command.args([
         "--listen",
         "127.0.0.1:0",
+        "--threads",
+        "2",
         "--allow-origin",
         "http://ok.example",
         "--max-request-head",
@@ -244,7 +246,8 @@ fn a_known_traffic_pattern_is_counted_exactly() {
         ("wsreactor_backlog_drops_total", 0.0),
         ("wsreactor_handler_panics_total", 0.0),
         ("wsreactor_subscribers", 0.0),
-        ("wsreactor_reactors", 1.0),
+        // Two reactor threads (asked for above): every figure here is their sum.
+        ("wsreactor_reactors", 2.0),
     ];
     for (series, want) in expected {
         assert_eq!(value(&samples, series), want, "{series}");
@@ -268,6 +271,9 @@ fn the_metrics_listener_counts_the_pending_limit_and_survives_bad_scrapers() {
         "--listen",
         "127.0.0.1:0",
         "--max-pending-handshakes",
+        "1",
+        // One reactor: the pending limit is shared out among reactors, and this counts one.
+        "--threads",
         "1",
         "--metrics-listen",
         &metrics_addr.to_string(),

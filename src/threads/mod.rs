@@ -98,6 +98,13 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         let blocks = crate::metrics::Blocks::new(threads);
         let (group, links) = Group::new(wakers, blocks.clone());
         let requested = Arc::new(AtomicBool::new(false));
+        // The connection limits are the server's: each reactor gets an equal share, rounded
+        // up (the kernel spreads connections evenly, so no reactor fills long before another).
+        let share = Config {
+            max_connections: config.max_connections.div_ceil(threads),
+            max_pending_handshakes: config.max_pending_handshakes.div_ceil(threads),
+            ..config.clone()
+        };
         let budget = crate::budget::MemoryBudget::new(config.max_memory, threads);
         let mut servers = Vec::with_capacity(threads);
         for (index, (((poll, waker), listener), link)) in
