@@ -123,7 +123,7 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
                 blocks: blocks.clone(),
             };
             servers.push(Server::assemble(
-                config.clone(),
+                share.clone(),
                 make_handler(index),
                 parts,
             )?);
