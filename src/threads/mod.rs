@@ -122,11 +122,7 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
                 budget: Arc::clone(&budget),
                 blocks: blocks.clone(),
             };
-            servers.push(Server::assemble(
-                share.clone(),
-                make_handler(index),
-                parts,
-            )?);
+            servers.push(Server::assemble(share.clone(), make_handler(index), parts)?);
         }
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(crate::metrics::spawn_listener(addr, blocks)?),
