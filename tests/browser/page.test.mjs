@@ -149,6 +149,22 @@ describe('demo page in Chromium', () => {
   });
 });
 
+/** Waits until the page shows its echo socket and its stats socket open. */
+async function bothSocketsOpen(page) {
+  await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
+  await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+}
+
+/** Waits until the live chart has drawn one more push than it had. */
+async function nextPush(page) {
+  const before = Number(await page.locator('#chart').getAttribute('data-updates'));
+  await page.waitForFunction(
+    (n) => Number(document.getElementById('chart').dataset.updates) > n,
+    before,
+    { timeout: WAIT },
+  );
+}
+
 /** Starts the server binary on `listen`; resolves with the child and the address it bound. */
 function startServer(listen, extra = []) {
   return new Promise((resolveStart, reject) => {
@@ -202,14 +218,8 @@ describe('page across a server restart', { skip: BIN ? false : 'WSREACTOR_BIN no
 
     // Back on the same port: both sockets come back without a reload.
     server = await startServer(addr);
-    await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
-    await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
-    const before = Number(await page.locator('#chart').getAttribute('data-updates'));
-    await page.waitForFunction(
-      (n) => Number(document.getElementById('chart').dataset.updates) > n,
-      before,
-      { timeout: WAIT },
-    );
+    await bothSocketsOpen(page);
+    await nextPush(page);
     await page.close();
     server.child.kill('SIGTERM');
     await once(server.child, 'exit');
@@ -229,20 +239,14 @@ describe('page over https', { skip: BIN && TLS_CERT && TLS_KEY ? false : 'WSREAC
     const response = await page.goto(`https://${server.addr}/`);
     assert.equal(response.status(), 200);
     assert.equal((await response.securityDetails())?.protocol, 'TLS 1.3');
-    await page.locator('#state[data-state="open"]').waitFor({ timeout: WAIT });
-    await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+    await bothSocketsOpen(page);
     const text = `over tls ${Date.now()}`;
     await page.fill('#message', text);
     await page.click('#send-text');
     await page.locator('#log li.reply[data-kind="text"]', { hasText: text }).waitFor({ timeout: WAIT });
     // Plain ws:// from an https:// page would be blocked as mixed content: the echo above
     // came back over wss://. The push arrives over the same TLS server.
-    const before = Number(await page.locator('#chart').getAttribute('data-updates'));
-    await page.waitForFunction(
-      (n) => Number(document.getElementById('chart').dataset.updates) > n,
-      before,
-      { timeout: WAIT },
-    );
+    await nextPush(page);
     await page.close();
     server.child.kill('SIGTERM');
     await once(server.child, 'exit');

@@ -56,6 +56,9 @@ pub struct Server {
     /// The request path of a server we start (`--path NAME=/PATH`; a `--target`'s is in its
     /// URL).
     pub path: String,
+    /// One of the built-in peers, started from `--bin-dir` (a `--server` command that happens
+    /// to run a binary of the same name is the user's, not ours to build or look for).
+    pub builtin: bool,
 }
 
 /// Splits `NAME=VALUE`; NAME is non-empty and made of letters, digits, `-`, `_` and `.`.
@@ -104,6 +107,7 @@ impl Server {
             ]),
             raw: name == RAW,
             path: "/".into(),
+            builtin: true,
         })
     }
 
@@ -126,6 +130,7 @@ impl Server {
             launch: Launch::Command(argv),
             raw: false,
             path: "/".into(),
+            builtin: false,
         })
     }
 
@@ -143,6 +148,7 @@ impl Server {
             launch: Launch::Target { url, pid: None },
             raw: false,
             path: "/".into(),
+            builtin: false,
         })
     }
 
@@ -170,6 +176,9 @@ impl Server {
         let Launch::Command(argv) = &self.launch else {
             return None;
         };
+        if !self.builtin {
+            return None;
+        }
         let file = Path::new(argv.first()?).file_name()?.to_str()?;
         (file == "peer-raw" || BUILTINS.iter().any(|(_, b)| *b == file)).then_some(file)
     }
@@ -390,6 +399,11 @@ mod tests {
             ])
         );
         assert!(s.builtin_binary().is_none());
+        let own = Server::command("mine=/opt/bin/wsreactor --listen 127.0.0.1:{port}").unwrap();
+        assert!(
+            own.builtin_binary().is_none(),
+            "a command is the user's own binary"
+        );
         assert!(
             Server::command("mine=./srv --port 9000").is_err(),
             "no {{port}}"
