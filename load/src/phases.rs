@@ -173,17 +173,7 @@ pub fn us_label(us: f64) -> String {
 pub fn phases_summary(r: &PhasesReport) -> String {
     let mut s = String::new();
     let t = &r.traffic;
-    let _ = writeln!(
-        s,
-        "phases {}: {}/{} connections, up to {} in flight each, {} {} (largest), {:.1} s",
-        t.url,
-        t.connected,
-        t.connections,
-        t.pipeline,
-        crate::report::size_label(t.size),
-        t.kind,
-        r.duration_s
-    );
+    let _ = writeln!(s, "phases {}, {:.1} s", t.describe(), r.duration_s);
     let _ = writeln!(
         s,
         "\n| phase | asked msg/s | achieved msg/s | p50 | p90 | p99 | p99.9 | max | srv CPU | errors |"

@@ -80,6 +80,22 @@ pub struct TrafficInfo {
     pub generator_cpu: Option<usize>,
 }
 
+impl TrafficInfo {
+    /// The report header's description: `URL: 98/100 connections, up to 16 in flight each,
+    /// 64 KiB mixed (largest)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: {}/{} connections, up to {} in flight each, {} {} (largest)",
+            self.url,
+            self.connected,
+            self.connections,
+            self.pipeline,
+            crate::report::size_label(self.size),
+            self.kind
+        )
+    }
+}
+
 /// Connections held open for a series of windows.
 pub struct Session {
     eng: Engine,

@@ -84,14 +84,8 @@ pub fn search_summary(r: &SearchReport) -> String {
     let t = &r.traffic;
     let _ = writeln!(
         s,
-        "p99 search {}: {}/{} connections, up to {} in flight each, {} {} (largest), \
-         p99 target {}, generator on CPU {}",
-        t.url,
-        t.connected,
-        t.connections,
-        t.pipeline,
-        crate::report::size_label(t.size),
-        t.kind,
+        "p99 search {}, p99 target {}, generator on CPU {}",
+        t.describe(),
         us_label(r.target_p99_us),
         t.generator_cpu
             .map(|c| c.to_string())
