@@ -113,11 +113,19 @@ impl<H: Handler> Server<H> {
         // when the connection had nothing, as after a handshake message arrived.
         let mut flushed = true;
         if let SlotTransport::Tls(tls) = transport {
+            if let Some(resumed) = tls.take_established() {
+                shared.stats.tls_handshakes[usize::from(resumed)].bump();
+            }
             if !failed {
                 match tls.flush() {
                     Ok(all) => flushed = all,
                     Err(_) => failed = true,
                 }
+            }
+            let (held, counted) = tls.recount();
+            if held != counted {
+                shared.pool.account.refund(counted);
+                shared.pool.account.charge(held);
             }
         }
         if slot.handshaking && !conn.is_handshaking() {
@@ -170,8 +178,17 @@ impl<H: Handler> Server<H> {
         conn.release(&mut self.shared.pool);
         // Dropping the transport closes the socket, which also removes it from the epoll set.
         let mut transport = slot.transport.into_inner();
-        if let SlotTransport::Tls(_) = transport {
-            self.shared.pool.account.refund(TLS_CONNECTION_ESTIMATE);
+        if let SlotTransport::Tls(tls) = &mut transport {
+            let (_, counted) = tls.recount();
+            self.shared
+                .pool
+                .account
+                .refund(TLS_CONNECTION_ESTIMATE + counted);
+            match tls.take_established() {
+                Some(resumed) => self.shared.stats.tls_handshakes[usize::from(resumed)].bump(),
+                None if !tls.established() => self.shared.stats.tls_handshake_failures.bump(),
+                None => {}
+            }
         }
         transport.close();
         drop(transport);
