@@ -270,3 +270,183 @@ fn members_of_one_room_on_two_and_three_servers_see_every_message_in_publisher_o
         assert_eq!(metric(&s.addr, "wsreactor_broker_topics"), 0);
     }
 }
+
+/// Reads until `want` arrives, skipping messages tagged as probes; panics on anything else.
+fn read_until(member: &mut WebSocket<TcpStream>, want: &str) {
+    loop {
+        let message = text(member);
+        if message == want {
+            return;
+        }
+        assert!(message.starts_with("probe"), "unexpected {message:?}");
+    }
+}
+
+/// Probes from `from` until one reaches `to` (at most once: the first publishes after the
+/// broker's return may still find the publisher's connection down), then expects every
+/// message, in order.
+fn resumes(from: &mut WebSocket<TcpStream>, to: &mut WebSocket<TcpStream>) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        from.send(Message::text("probe")).unwrap();
+        assert_eq!(text(from), "probe");
+        to.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let crossed = matches!(to.read(), Ok(Message::Text(t)) if t.as_str() == "probe");
+        to.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        if crossed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivery did not resume");
+    }
+    for i in 0..50 {
+        from.send(Message::text(format!("after {i}"))).unwrap();
+    }
+    for i in 0..50 {
+        read_until(to, &format!("after {i}"));
+        read_until(from, &format!("after {i}"));
+    }
+}
+
+#[test]
+fn a_broker_outage_keeps_local_rooms_serving_counts_drops_and_delivery_resumes() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let url = redis.url("t");
+    let (a, b) = (server(&url), server(&url));
+    let mut on_a = join(&a.addr, "shared");
+    let mut on_b = join(&b.addr, "shared");
+    let mut local = [join(&a.addr, "local"), join(&a.addr, "local")];
+    redis.await_subscribers("t:shared", 2);
+    on_a.send(Message::text("before")).unwrap();
+    assert_eq!(text(&mut on_b), "before");
+    assert_eq!(text(&mut on_a), "before");
+
+    redis.stop();
+    await_metric(&a.addr, "wsreactor_broker_connected", |v| v == 0);
+    await_metric(&b.addr, "wsreactor_broker_connected", |v| v == 0);
+    // Local delivery goes on: the shared room's member on A and A's local room.
+    const DURING: u64 = 20;
+    for i in 0..DURING / 2 {
+        on_a.send(Message::text(format!("during {i}"))).unwrap();
+        assert_eq!(text(&mut on_a), format!("during {i}"));
+        local[0].send(Message::text(format!("local {i}"))).unwrap();
+        for member in &mut local {
+            assert_eq!(text(member), format!("local {i}"));
+        }
+    }
+    // Every one of them was for the broker too, and is counted as dropped.
+    await_metric(
+        &a.addr,
+        "wsreactor_broker_dropped_total{reason=\"disconnected\"}",
+        |v| v == DURING,
+    );
+    assert_eq!(metric(&a.addr, "wsreactor_broker_sent_total"), 1);
+
+    redis.restart();
+    // Both servers subscribe again to what they want, with no new member joining.
+    redis.await_subscribers("t:shared", 2);
+    redis.await_subscribers("t:local", 1);
+    resumes(&mut on_a, &mut on_b);
+    resumes(&mut on_b, &mut on_a);
+    for s in [&a, &b] {
+        assert_eq!(metric(&s.addr, "wsreactor_broker_connected"), 1);
+        assert!(metric(&s.addr, "wsreactor_broker_reconnects_total") >= 1);
+    }
+}
+
+#[test]
+fn topic_churn_leaves_the_broker_subscribed_to_exactly_the_rooms_with_members() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let s = server(&redis.url("churn"));
+    let expect = |rooms: &BTreeSet<String>| {
+        let wanted: BTreeSet<String> = rooms.iter().map(|r| format!("churn:{r}")).collect();
+        let deadline = Instant::now() + PATIENCE;
+        while redis.channels() != wanted {
+            assert!(
+                Instant::now() < deadline,
+                "broker has {:?}, expected {wanted:?}",
+                redis.channels()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        await_metric(&s.addr, "wsreactor_broker_topics", |v| {
+            v == wanted.len() as u64
+        });
+    };
+    for round in 0..3 {
+        // 60 rooms, the even ones with two members (likely on different reactors).
+        let mut members: Vec<(String, WebSocket<TcpStream>)> = Vec::new();
+        for r in 0..60 {
+            let room = format!("r{round}-{r}");
+            for _ in 0..(1 + (r % 2 == 0) as usize) {
+                members.push((room.clone(), join(&s.addr, &room)));
+            }
+        }
+        let all: BTreeSet<String> = members.iter().map(|(r, _)| r.clone()).collect();
+        expect(&all);
+        // Every third member leaves: rooms whose every member left are gone at the broker,
+        // rooms with one left stay.
+        let mut kept = Vec::new();
+        for (i, (room, mut member)) in members.into_iter().enumerate() {
+            if i % 3 == 0 {
+                let _ = member.close(None);
+                let _ = member.flush();
+            } else {
+                kept.push((room, member));
+            }
+        }
+        let still: BTreeSet<String> = kept.iter().map(|(r, _)| r.clone()).collect();
+        expect(&still);
+        drop(kept);
+        expect(&BTreeSet::new());
+    }
+}
+
+/// Joins every connection to the topic `one` and publishes what it sends there.
+struct OneRoom;
+
+impl wsreactor::Handler for OneRoom {
+    fn on_open(&mut self, conn: &mut wsreactor::Conn<'_>, _request: &wsreactor::Request<'_>) {
+        conn.subscribe(b"one").expect("subscribe");
+    }
+
+    fn on_message(&mut self, conn: &mut wsreactor::Conn<'_>, message: wsreactor::Message<'_>) {
+        conn.publish(b"one", message, true);
+    }
+}
+
+#[test]
+fn a_one_thread_library_server_shares_a_room_with_the_binary() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let url = redis.url("t");
+    let config = wsreactor::Config {
+        broker: Some(url.parse().expect("a broker URL")),
+        ..wsreactor::Config::default()
+    };
+    let library = common::TestServer::start(config, OneRoom);
+    let binary = server(&url);
+    let mut on_library = join(&library.addr.to_string(), "ignored");
+    let mut on_binary = join(&binary.addr, "one");
+    redis.await_subscribers("t:one", 2);
+    on_library.send(Message::text("from the library")).unwrap();
+    assert_eq!(text(&mut on_library), "from the library");
+    assert_eq!(text(&mut on_binary), "from the library");
+    on_binary.send(Message::binary(vec![1, 2, 3])).unwrap();
+    assert_eq!(on_binary.read().unwrap(), Message::binary(vec![1, 2, 3]));
+    assert_eq!(on_library.read().unwrap(), Message::binary(vec![1, 2, 3]));
+    drop(on_library);
+    let stats = library.stop();
+    assert_eq!(stats.opened, 1);
+}
