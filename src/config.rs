@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::broker::BrokerUrl;
 pub use crate::deflate::Compression;
 
 /// Settings for one [`Server`](crate::Server). `Config::default()` is a sane production start.
@@ -111,6 +112,12 @@ pub struct Config {
     /// Also serve `GET /metrics` on this address, from a small thread of its own (for a port
     /// that only the monitoring network reaches). `None`: no such listener. Default `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Attach to this pub/sub broker, so that topics span every server attached to it: each
+    /// publish also goes to the broker, and messages other servers publish reach this
+    /// server's subscribers (see [`crate::broker`] for the semantics). An unreachable broker
+    /// does not stop the server from starting; it is connected to when it can be. `None`:
+    /// topics are this server's own. Default `None`.
+    pub broker: Option<BrokerUrl>,
 }
 
 /// The policy for a subscriber that does not keep up with what is published to it.
@@ -171,6 +178,7 @@ impl Default for Config {
             max_memory: 1 << 30,
             metrics_path: None,
             metrics_listen: None,
+            broker: None,
         }
     }
 }

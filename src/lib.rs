@@ -32,6 +32,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod broker;
 mod budget;
 mod buffers;
 pub mod config;
@@ -57,7 +58,7 @@ mod transport;
 #[doc(hidden)]
 pub mod utf8;
 
-pub use config::{Config, ConfigError, Error, SlowSubscriber, TlsError, TlsFiles};
+pub use config::{BrokerUrl, Config, ConfigError, Error, SlowSubscriber, TlsError, TlsFiles};
 
 pub use connection::{Conn, Ctx, Fanout};
 pub use deflate::Compression;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use wsreactor::{Compression, Config, MultiServer, SlowSubscriber, TlsFiles};
+use wsreactor::{BrokerUrl, Compression, Config, MultiServer, SlowSubscriber, TlsFiles};
 use wsreactor_server::app::{self, App};
 use wsreactor_server::logger::{self, Filter, LogFormat};
 use wsreactor_server::rooms::RoomCounts;
@@ -139,6 +139,11 @@ struct Args {
     /// port then serves no metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Attach to a Redis pub/sub broker, `redis://HOST:PORT[/PREFIX]`, so that rooms span
+    /// every server attached to it (channels `PREFIX:ROOM`, prefix `wsreactor` by default).
+    /// The server starts even if the broker is unreachable, and connects when it can.
+    #[arg(long, value_name = "URL")]
+    broker: Option<BrokerUrl>,
     /// Least severe level logged: off, error, warn, info, debug (refused upgrades), trace.
     /// Overrides RUST_LOG, which also takes `target=level` directives.
     #[arg(long, value_name = "LEVEL")]
@@ -234,6 +239,7 @@ impl Args {
             metrics_path: (!self.no_metrics && self.metrics_listen.is_none())
                 .then(|| self.metrics_path.clone()),
             metrics_listen: self.metrics_listen,
+            broker: self.broker.clone(),
         }
     }
 
@@ -306,6 +312,10 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr();
     let config = args.config();
+    let broker = config
+        .broker
+        .as_ref()
+        .map_or_else(|| "off".to_string(), BrokerUrl::to_string);
     let metrics = match (server.metrics_addr(), &config.metrics_path) {
         (Some(listen), _) => format!("http://{listen}/metrics"),
         (None, Some(path)) => format!("{scheme}://{addr}{path}"),
@@ -322,7 +332,8 @@ fn main() -> ExitCode {
         max_message_size = config.max_message_size,
         max_memory = config.max_memory,
         idle_timeout_s = args.idle_timeout_s,
-        metrics = metrics.as_str();
+        metrics = metrics.as_str(),
+        broker = broker.as_str();
         "options"
     );
     match files.root() {
@@ -384,6 +395,25 @@ mod tests {
         assert_eq!(args.config().metrics_path, None);
         let args = Args::try_parse_from(["wsreactor", "--metrics-path", "/m"]).expect("parse");
         assert_eq!(args.config().metrics_path.as_deref(), Some("/m"));
+    }
+
+    #[test]
+    fn a_broker_url_is_checked_when_the_options_are_parsed() {
+        let args = Args::try_parse_from(["wsreactor", "--broker", "redis://127.0.0.1:6379/chat"])
+            .expect("options parse");
+        let broker = args.config().broker.expect("a broker");
+        assert_eq!(broker.prefix(), "chat:");
+        for bad in [
+            "127.0.0.1:6379",
+            "redis://",
+            "redis://h:port",
+            "nats://127.0.0.1:4222",
+        ] {
+            assert!(
+                Args::try_parse_from(["wsreactor", "--broker", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{render, Blocks, CONTENT_TYPE};
+use super::{Blocks, CONTENT_TYPE};
 
 /// Longest request head read; a longer one gets `431`.
 const MAX_HEAD: usize = 4096;
@@ -139,7 +139,7 @@ fn serve(mut stream: TcpStream, blocks: &Blocks) -> io::Result<()> {
         return answer(&mut stream, 404, "text/plain", b"Not Found\n", head_only);
     }
     let mut body = Vec::with_capacity(4096);
-    render(blocks.all(), &mut body);
+    blocks.render(&mut body);
     answer(&mut stream, 200, CONTENT_TYPE, &body, head_only)
 }
 

@@ -10,6 +10,7 @@
 //!
 //! Must not allocate, lock or format on the message path, and holds no connection state.
 
+pub(crate) mod broker;
 mod counters;
 mod exposition;
 mod histogram;
@@ -25,13 +26,27 @@ use std::sync::Arc;
 /// Every reactor's counter block, in a fixed order: what one scrape sums. A single-threaded
 /// [`Server`](crate::Server) builds a list of one; a multi-threaded server builds one list
 /// with a block per reactor and gives every reactor (and the metrics listener) a clone.
+/// With a broker attached ([`crate::broker`]), its counters too.
 #[derive(Debug, Clone)]
-pub(crate) struct Blocks(Arc<[Arc<Counters>]>);
+pub(crate) struct Blocks(Arc<[Arc<Counters>]>, Option<Arc<broker::BrokerCounters>>);
 
 impl Blocks {
     /// A fresh block for each of `reactors` reactors.
     pub(crate) fn new(reactors: usize) -> Self {
-        Blocks((0..reactors.max(1)).map(|_| Arc::default()).collect())
+        Blocks((0..reactors.max(1)).map(|_| Arc::default()).collect(), None)
+    }
+
+    /// The same blocks, and the broker's counters, which a scrape shows after them.
+    pub(crate) fn with_broker(self, counters: Arc<broker::BrokerCounters>) -> Self {
+        Blocks(self.0, Some(counters))
+    }
+
+    /// The whole exposition: every reactor's block summed, then the broker's counters.
+    pub(crate) fn render(&self, out: &mut Vec<u8>) {
+        render(&self.0, out);
+        if let Some(counters) = &self.1 {
+            broker::render(counters, out);
+        }
     }
 
     /// Reactor `index`'s block, the one it alone writes.
@@ -61,7 +76,7 @@ impl Scrape {
             return None;
         }
         let mut body = Vec::with_capacity(4096);
-        render(self.blocks.all(), &mut body);
+        self.blocks.render(&mut body);
         Some(body)
     }
 }

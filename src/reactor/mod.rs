@@ -108,6 +108,9 @@ pub struct Server<H: Handler> {
     shedding: shed::Shedding,
     /// The `metrics_listen` thread, stopped when the server is dropped.
     metrics_listener: Option<MetricsListener>,
+    /// The broker's threads (`Config::broker` on a one-thread server), stopped when the
+    /// server is dropped.
+    broker: Option<crate::broker::Attachment>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -128,8 +131,20 @@ impl<H: Handler> Server<H> {
         let listener = crate::threads::listen(config.listen, false)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let blocks = Blocks::new(1);
+        let mut blocks = Blocks::new(1);
         let metrics_listen = config.metrics_listen;
+        let max_message = config.max_message_size;
+        // A broker needs a group for its arrivals to cross into: a group of one reactor.
+        let (link, broker) = match &config.broker {
+            Some(url) => {
+                let (end, unstarted) = crate::broker::prepare(url);
+                blocks = blocks.with_broker(unstarted.counters());
+                let (group, mut links) =
+                    crate::threads::Group::new(vec![Arc::clone(&waker)], blocks.clone(), Some(end));
+                (links.pop(), Some((unstarted, group)))
+            }
+            None => (None, None),
+        };
         let parts = Parts {
             poll,
             waker: Arc::clone(&waker),
@@ -138,13 +153,16 @@ impl<H: Handler> Server<H> {
             all_wakers: Arc::new([waker]),
             index: 0,
             threads: 1,
-            link: None,
+            link,
             budget: MemoryBudget::new(config.max_memory, 1),
             blocks: blocks.clone(),
         };
         let mut server = Server::assemble(config, handler, parts)?;
         if let Some(addr) = metrics_listen {
             server.metrics_listener = Some(crate::metrics::spawn_listener(addr, blocks)?);
+        }
+        if let Some((unstarted, group)) = broker {
+            server.broker = Some(unstarted.start(group, max_message)?);
         }
         Ok(server)
     }
@@ -215,6 +233,7 @@ impl<H: Handler> Server<H> {
             shared,
             shedding: shed::Shedding::default(),
             metrics_listener: None,
+            broker: None,
         })
     }
 

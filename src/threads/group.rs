@@ -14,6 +14,10 @@
 //! told it is subscribed (anything its reactor wrote after the subscribe) is reached by every
 //! publish that another reactor reads after that: a reactor drains its channel at the start
 //! of each loop turn in which the wake flag is set, before it reads any socket.
+//!
+//! With a broker attached ([`crate::broker`]) the group holds its end too: every publish
+//! and every announcement also goes there, and what arrives from other servers is handed to
+//! the reactors that want it ([`Group::hand_to`]). Without one, nothing here changes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +25,7 @@ use std::sync::{mpsc, Arc};
 
 use mio::Waker;
 
+use crate::broker::BrokerEnd;
 use crate::metrics::Blocks;
 
 /// A message published on one thread (or from outside every reactor) on its way to the
@@ -61,6 +66,8 @@ pub(crate) struct Group {
     members: Box<[Member]>,
     /// Every reactor's counter block, for figures about the whole server.
     blocks: Blocks,
+    /// Where publishes and interest also go when a broker is attached.
+    broker: Option<BrokerEnd>,
 }
 
 /// What one reactor keeps of its group: the group, its own place in it, its end of its
@@ -73,11 +80,18 @@ pub(crate) struct Link {
     /// The other reactors with subscribers, by topic (a topic no other reactor wants is
     /// absent).
     wanted: HashMap<Box<[u8]>, Vec<u32>>,
+    /// Whether a broker is attached: then every publish leaves this reactor.
+    to_broker: bool,
 }
 
 impl Group {
     /// A group of one reactor per waker, and each reactor's [`Link`], in the same order.
-    pub(crate) fn new(wakers: Vec<Arc<Waker>>, blocks: Blocks) -> (Arc<Group>, Vec<Link>) {
+    pub(crate) fn new(
+        wakers: Vec<Arc<Waker>>,
+        blocks: Blocks,
+        broker: Option<BrokerEnd>,
+    ) -> (Arc<Group>, Vec<Link>) {
+        let to_broker = broker.is_some();
         let (members, receivers): (Vec<_>, Vec<_>) = wakers
             .into_iter()
             .map(|waker| {
@@ -93,6 +107,7 @@ impl Group {
         let group = Arc::new(Group {
             members: members.into_boxed_slice(),
             blocks,
+            broker,
         });
         let links = receivers
             .into_iter()
@@ -102,6 +117,7 @@ impl Group {
                 index,
                 arrivals,
                 wanted: HashMap::new(),
+                to_broker,
             })
             .collect();
         (group, links)
@@ -112,12 +128,20 @@ impl Group {
         self.members.len()
     }
 
-    /// Hands `carried` to every reactor: how many took it (a stopped reactor's channel is
-    /// closed and is skipped).
+    /// Hands `carried` to every reactor (and the broker, if attached): how many reactors
+    /// took it (a stopped reactor's channel is closed and is skipped).
     pub(crate) fn hand_to_all(&self, carried: &Arc<Carried>) -> usize {
+        if let Some(broker) = &self.broker {
+            broker.offer(carried);
+        }
         (0..self.members.len())
             .filter(|&to| self.send(to, Crossing::Publish(Arc::clone(carried))))
             .count()
+    }
+
+    /// Hands a message that came from the broker to reactor `to`: whether it took it.
+    pub(crate) fn hand_to(&self, to: usize, carried: &Arc<Carried>) -> bool {
+        to < self.members.len() && self.send(to, Crossing::Publish(Arc::clone(carried)))
     }
 
     /// Sends `crossing` to reactor `to` and wakes it unless a wake is already owed: whether
@@ -143,33 +167,45 @@ impl Link {
         &self.group.blocks
     }
 
-    /// Whether another reactor has subscribers of `topic`.
+    /// Whether a publish of `topic` must leave this reactor: another reactor has
+    /// subscribers of it, or a broker is attached.
     pub(crate) fn wanted_elsewhere(&self, topic: &[u8]) -> bool {
-        !self.wanted.is_empty() && self.wanted.contains_key(topic)
+        self.to_broker || (!self.wanted.is_empty() && self.wanted.contains_key(topic))
     }
 
     /// Hands a frame published on this reactor to every other one with subscribers of
-    /// `topic`: how many took it. Nothing is allocated when none wants it.
+    /// `topic`, and to the broker if one is attached: how many reactors took it. Nothing is
+    /// allocated when none wants it.
     pub(crate) fn hand_over(&self, topic: &[u8], frame: &[u8]) -> usize {
-        let Some(wanting) = self.wanted.get(topic) else {
+        let wanting = self.wanted.get(topic);
+        let broker = self.group.broker.as_ref();
+        if wanting.is_none() && broker.is_none() {
             return 0;
-        };
+        }
         let carried = Arc::new(Carried {
             topic: topic.into(),
             frame: frame.into(),
         });
-        wanting
-            .iter()
-            .filter(|&&to| {
-                self.group
-                    .send(to as usize, Crossing::Publish(Arc::clone(&carried)))
-            })
-            .count()
+        if let Some(broker) = broker {
+            broker.offer(&carried);
+        }
+        wanting.map_or(0, |wanting| {
+            wanting
+                .iter()
+                .filter(|&&to| {
+                    self.group
+                        .send(to as usize, Crossing::Publish(Arc::clone(&carried)))
+                })
+                .count()
+        })
     }
 
     /// Tells every other reactor that this one has subscribers of `topic` now (`wanted`), or
     /// no longer has any.
     pub(crate) fn announce(&self, topic: &[u8], wanted: bool) {
+        if let Some(broker) = &self.group.broker {
+            broker.announce(topic, self.index, wanted);
+        }
         for to in (0..self.group.len()).filter(|&to| to != self.index) {
             let interest = Crossing::Interest {
                 topic: topic.into(),

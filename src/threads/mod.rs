@@ -51,6 +51,8 @@ pub struct MultiServer<H: Handler> {
     /// The `metrics_listen` thread, which sums every reactor's counters; stopped when the
     /// server is dropped (after `run` returns).
     metrics_listener: Option<crate::metrics::MetricsListener>,
+    /// The broker's threads, if `Config::broker` is set; stopped after `run` returns.
+    broker: Option<crate::broker::Attachment>,
 }
 
 impl<H: Handler> std::fmt::Debug for MultiServer<H> {
@@ -95,8 +97,16 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         }
         let wakers: Vec<Arc<Waker>> = polls.iter().map(|(_, w)| Arc::clone(w)).collect();
         let all_wakers: Arc<[Arc<Waker>]> = wakers.clone().into();
-        let blocks = crate::metrics::Blocks::new(threads);
-        let (group, links) = Group::new(wakers, blocks.clone());
+        let mut blocks = crate::metrics::Blocks::new(threads);
+        let (broker_end, broker) = match &config.broker {
+            Some(url) => {
+                let (end, unstarted) = crate::broker::prepare(url);
+                blocks = blocks.with_broker(unstarted.counters());
+                (Some(end), Some(unstarted))
+            }
+            None => (None, None),
+        };
+        let (group, links) = Group::new(wakers, blocks.clone(), broker_end);
         let requested = Arc::new(AtomicBool::new(false));
         // The connection limits are the server's: each reactor gets an equal share, rounded
         // up (the kernel spreads connections evenly, so no reactor fills long before another).
@@ -128,11 +138,16 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
             Some(addr) => Some(crate::metrics::spawn_listener(addr, blocks)?),
             None => None,
         };
+        let broker = match broker {
+            Some(unstarted) => Some(unstarted.start(Arc::clone(&group), config.max_message_size)?),
+            None => None,
+        };
         Ok(MultiServer {
             servers,
             group,
             local_addr,
             metrics_listener,
+            broker,
         })
     }
 
@@ -178,6 +193,7 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         let shutdown = self.shutdown_handle();
         // Kept until every reactor has stopped.
         let _metrics_listener = self.metrics_listener;
+        let _broker = self.broker;
         let mut servers = self.servers.into_iter();
         let Some(mut first) = servers.next() else {
             return Ok(Vec::new());
