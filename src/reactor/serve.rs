@@ -112,9 +112,9 @@ impl<H: Handler> Server<H> {
         // What a TLS transport holds of its own (records, handshake messages): written even
         // when the connection had nothing, as after a handshake message arrived.
         let mut flushed = true;
-        if let SlotTransport::Tls(tls) = transport {
+        if !matches!(transport, SlotTransport::Plain(_)) {
             if !failed {
-                match tls.flush() {
+                match transport.flush() {
                     Ok(all) => flushed = all,
                     Err(_) => failed = true,
                 }
