@@ -110,14 +110,13 @@ impl<H: Handler> Server<H> {
         let (mut resumed, mut failed) = write_out(conn, transport, shared);
         conn.recount(&mut shared.pool.account);
         // What a TLS transport holds of its own (records, handshake messages): written even
-        // when the connection had nothing, as after a handshake message arrived.
+        // when the connection had nothing, as after a handshake message arrived. (An io_uring
+        // transport answers whether its sends are done.)
         let mut flushed = true;
-        if !matches!(transport, SlotTransport::Plain(_)) {
-            if !failed {
-                match transport.flush() {
-                    Ok(all) => flushed = all,
-                    Err(_) => failed = true,
-                }
+        if !failed && !matches!(transport, SlotTransport::Plain(_)) {
+            match transport.flush() {
+                Ok(all) => flushed = all,
+                Err(_) => failed = true,
             }
         }
         if slot.handshaking && !conn.is_handshaking() {

@@ -23,7 +23,7 @@ use super::{Transmit, Transport};
 
 /// What one send takes at most: the rest stays in the connection's own output (counted by
 /// the memory budget, subject to backpressure) until this send completes.
-pub(crate) const SEND_CAP: usize = 256 * 1024;
+pub(crate) const SEND_CAP: usize = 64 * 1024;
 
 /// A plain TCP connection served through io_uring.
 #[derive(Debug)]
@@ -105,6 +105,7 @@ pub(crate) struct Staging {
     input_key: u32,
     /// Per slot key; `None` for every idle connection.
     extras: Vec<Option<Box<Extra>>>,
+    #[allow(clippy::vec_box)] // moved in and out of `extras`, which holds boxes
     spare: Vec<Box<Extra>>,
     /// Connections with bytes to send in this turn's submit, and ones whose receive must be
     /// armed: (key, generation).
@@ -114,6 +115,13 @@ pub(crate) struct Staging {
     pub orphans: Vec<(u64, Vec<u8>)>,
     /// Receives to cancel, by key and generation.
     pub to_cancel: Vec<(u32, u32)>,
+    /// Bytes given to be sent, over all connections: what the driver counts in the memory
+    /// budget for them (with epoll they would wait in the connection's output).
+    pub held: usize,
+    /// Bytes parked, over all connections. Not counted in the budget: with epoll they would
+    /// wait in the kernel's socket buffer, and a connection held back by the budget cannot
+    /// give them back.
+    pub parked_bytes: usize,
 }
 
 thread_local! {
@@ -128,8 +136,27 @@ thread_local! {
             to_arm: Vec::new(),
             orphans: Vec::new(),
             to_cancel: Vec::new(),
+            held: 0,
+            parked_bytes: 0,
         })
     };
+}
+
+fn extra_in(extras: &mut [Option<Box<Extra>>], key: u32) -> Option<&mut Extra> {
+    extras.get_mut(key as usize)?.as_deref_mut()
+}
+
+#[allow(clippy::vec_box)]
+fn extra_new<'a>(
+    extras: &'a mut Vec<Option<Box<Extra>>>,
+    spare: &mut Vec<Box<Extra>>,
+    key: u32,
+) -> &'a mut Extra {
+    let index = key as usize;
+    if index >= extras.len() {
+        extras.resize_with(index + 1, || None);
+    }
+    extras[index].get_or_insert_with(|| spare.pop().unwrap_or_default())
 }
 
 /// Runs `f` with this thread's staging. Never called re-entrantly: transports call it from
@@ -147,19 +174,12 @@ impl Staging {
         self.to_send.clear();
         self.to_arm.clear();
         self.to_cancel.clear();
+        self.held = 0;
+        self.parked_bytes = 0;
     }
 
     pub(crate) fn extra(&mut self, key: u32) -> Option<&mut Extra> {
-        self.extras.get_mut(key as usize)?.as_deref_mut()
-    }
-
-    fn extra_or_new(&mut self, key: u32) -> &mut Extra {
-        let index = key as usize;
-        if index >= self.extras.len() {
-            self.extras.resize_with(index + 1, || None);
-        }
-        let spare = &mut self.spare;
-        self.extras[index].get_or_insert_with(|| spare.pop().unwrap_or_default())
+        extra_in(&mut self.extras, key)
     }
 
     /// Drops `key`'s extra if it holds nothing any more (its buffers kept for reuse).
@@ -182,10 +202,11 @@ impl Staging {
 
     /// The bytes of one receive completion, for connection `key` to take now.
     pub(crate) fn offer(&mut self, key: u32, bytes: &[u8]) {
-        if let Some(extra) = self.extra(key) {
+        if let Some(extra) = extra_in(&mut self.extras, key) {
             if extra.parked_at < extra.parked.len() {
                 // Behind what it has not taken yet.
                 extra.parked.extend_from_slice(bytes);
+                self.parked_bytes += bytes.len();
                 return;
             }
         }
@@ -210,13 +231,19 @@ impl Staging {
         // SAFETY: `offer` set these from a provided buffer the driver hands back to the kernel
         // only after this call.
         let rest = unsafe { std::slice::from_raw_parts(ptr, len) };
-        let extra = self.extra_or_new(key);
+        let extra = extra_new(&mut self.extras, &mut self.spare, key);
         extra.parked.extend_from_slice(rest);
+        self.parked_bytes += len;
         if extra.recv == RecvState::Armed {
             extra.recv = RecvState::Stopping { rearm: false };
             self.to_cancel.push((key, generation));
         }
         true
+    }
+
+    /// Whether `key`'s stream has ended (EOF or an error seen).
+    pub(crate) fn ended(&mut self, key: u32) -> bool {
+        self.extra(key).is_some_and(|e| e.end.is_some())
     }
 
     /// The receive of `key` ended (a completion without `MORE`): whether to arm it again.
@@ -243,7 +270,7 @@ impl Staging {
 
     /// The stream of `key` ended (0: EOF, else an errno), behind what is parked.
     pub(crate) fn end(&mut self, key: u32, errno: i32) {
-        let extra = self.extra_or_new(key);
+        let extra = extra_new(&mut self.extras, &mut self.spare, key);
         extra.end.get_or_insert(errno);
     }
 
@@ -271,6 +298,7 @@ impl Staging {
             // call, never this one.
             let ptr = unsafe { extra.parked.as_ptr().add(extra.parked_at) };
             extra.parked_at += n;
+            self.parked_bytes -= n;
             if extra.parked_at == extra.parked.len() {
                 // All taken: receive again now, since a short read is not followed by another.
                 match extra.recv {
@@ -308,9 +336,10 @@ impl Staging {
             self.orphans.swap_remove(at);
             return None;
         }
-        let extra = self.extra(key)?;
+        let extra = extra_in(&mut self.extras, key)?;
         extra.in_flight = false;
         if result < 0 {
+            self.held -= extra.out.len();
             extra.out.clear();
             extra.sent = 0;
             self.settle(key);
@@ -322,6 +351,7 @@ impl Staging {
         }
         let done = extra.sent >= extra.out.len();
         if done {
+            self.held -= extra.out.len();
             extra.out.clear();
             extra.sent = 0;
         }
@@ -335,7 +365,7 @@ impl Staging {
 
     /// The bytes of `key` to send now, marking them in flight: pointer and length.
     pub(crate) fn begin_send(&mut self, key: u32) -> Option<(*const u8, usize)> {
-        let extra = self.extra(key)?;
+        let extra = extra_in(&mut self.extras, key)?;
         extra.staged = false;
         if extra.in_flight || extra.sent >= extra.out.len() {
             return None;
@@ -383,7 +413,7 @@ impl Transport for UringTcp {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         with_staging(|s| {
             let (key, generation) = (self.key, self.generation);
-            let extra = s.extra_or_new(key);
+            let extra = extra_new(&mut s.extras, &mut s.spare, key);
             let room = SEND_CAP.saturating_sub(extra.out.len());
             if extra.in_flight || room == 0 {
                 // The completion of the send in flight flushes the connection again, as a
@@ -392,6 +422,7 @@ impl Transport for UringTcp {
             }
             let n = bytes.len().min(room);
             extra.out.extend_from_slice(&bytes[..n]);
+            s.held += n;
             if !extra.staged {
                 extra.staged = true;
                 s.to_send.push((key, generation));
@@ -410,6 +441,8 @@ impl Transport for UringTcp {
         with_staging(|s| {
             if let Some(slot) = s.extras.get_mut(self.key as usize) {
                 if let Some(mut extra) = slot.take() {
+                    s.parked_bytes -= extra.parked.len() - extra.parked_at;
+                    s.held -= extra.out.len();
                     if extra.in_flight {
                         let user_data = send_user_data(self.key, self.generation);
                         s.orphans.push((user_data, std::mem::take(&mut extra.out)));
@@ -435,6 +468,7 @@ pub(crate) mod op {
     pub const SEND: u64 = 3;
     pub const WAKE: u64 = 4;
     pub const CANCEL: u64 = 5;
+    pub const HANGUP: u64 = 6;
 }
 
 /// `user_data`: the kind in the top byte, the generation's low 24 bits, the key.

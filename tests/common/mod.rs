@@ -112,7 +112,8 @@ impl Process {
         let is_server = std::path::Path::new(command.get_program())
             .file_name()
             .is_some_and(|name| name == "wsreactor");
-        if is_server && io_uring_run() {
+        let has_it = command.get_args().any(|a| a == "--io-uring");
+        if is_server && io_uring_run() && !has_it {
             command.arg("--io-uring");
         }
         let mut child = command
@@ -123,7 +124,7 @@ impl Process {
             .expect("start the server process");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
-        let log = std::sync::Arc::default();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
         let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -162,6 +163,17 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the server said is the first thing to read about a failed test.
+            if let Ok(lines) = self.log.lock() {
+                let tail = &lines[lines.len().saturating_sub(20)..];
+                eprintln!(
+                    "server log (last {} lines):\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

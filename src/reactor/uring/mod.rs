@@ -48,6 +48,8 @@ pub(crate) struct Ring {
     accept_armed: bool,
     /// Connections accepted while accepting was paused, admitted when it resumes.
     held: Vec<mio::net::TcpStream>,
+    /// What the memory account was charged for the bytes the staging holds.
+    charged: usize,
     completions: Vec<(u64, i32, u32)>,
 }
 
@@ -96,6 +98,7 @@ impl Ring {
             bufs,
             accept_armed: false,
             held: Vec::new(),
+            charged: 0,
             completions: Vec::with_capacity(entries as usize),
         })
     }
@@ -201,6 +204,14 @@ impl<H: Handler> Server<H> {
                     op::RECV => self.received(ring, key, generation, result, flags),
                     op::SEND => self.sent(key, generation, data, result),
                     op::ACCEPT => self.accepted(ring, result, flags),
+                    op::HANGUP => {
+                        if let Some(slot) = self.slots.get_mut(key as usize) {
+                            if slot.generation & 0xff_ffff == generation {
+                                slot.peer_closed = true;
+                                self.read_ready(key as usize);
+                            }
+                        }
+                    }
                     op::WAKE => {
                         // Drains the waker's edge so that the epoll descriptor reads as idle.
                         let _ = self.poll.poll(&mut events, Some(Duration::ZERO));
@@ -216,8 +227,21 @@ impl<H: Handler> Server<H> {
             self.serve_ready_list();
             self.run_timers();
             self.flush_dirty();
+            self.charge_staged(ring);
             self.budget_turn();
         }
+    }
+
+    /// Counts what the staging holds (parked input, bytes being sent) in the memory budget.
+    fn charge_staged(&mut self, ring: &mut Ring) {
+        let held = with_staging(|s| s.held + s.parked_bytes);
+        let account = &mut self.shared.pool.account;
+        if held > ring.charged {
+            account.charge(held - ring.charged);
+        } else {
+            account.refund(ring.charged - held);
+        }
+        ring.charged = held;
     }
 
     /// The live generation of slot `key` if it is the one `generation` names.
@@ -251,8 +275,23 @@ impl<H: Handler> Server<H> {
         if let Some(bid) = bid {
             ring.bufs.push(bid);
         }
-        if !more && self.live(key, generation).is_some() && with_staging(|s| s.recv_ended(key)) {
-            with_staging(|s| s.to_arm.push((key, live.unwrap_or(0))));
+        if more || self.live(key, generation).is_none() {
+            return;
+        }
+        let full = live.unwrap_or(0);
+        if with_staging(|s| s.recv_ended(key)) {
+            with_staging(|s| s.to_arm.push((key, full)));
+        } else if !with_staging(|s| s.ended(key)) {
+            // Stopped while the connection does not take input: the peer's FIN or RST must
+            // still be seen, as an epoll edge would announce it.
+            if let Some(fd) = self.uring_fd(key, full) {
+                let events = (libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
+                let _ = ring.push(
+                    opcode::PollAdd::new(types::Fd(fd), events)
+                        .build()
+                        .user_data(user_data(op::HANGUP, key, full)),
+                );
+            }
         }
     }
 
@@ -273,6 +312,10 @@ impl<H: Handler> Server<H> {
     fn accepted(&mut self, ring: &mut Ring, result: i32, flags: u32) {
         if !cqueue::more(flags) {
             ring.accept_armed = false;
+            // Ended (cancelled for a pause, or by the kernel): armed again by `accept_turn`
+            // unless accepting is paused, which re-arms it when it resumes. A resume that came
+            // before this completion found it still armed.
+            self.listener_ready = true;
         }
         if result < 0 {
             if result != -libc::ECANCELED {
