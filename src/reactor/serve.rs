@@ -110,22 +110,27 @@ impl<H: Handler> Server<H> {
         let (mut resumed, mut failed) = write_out(conn, transport, shared);
         conn.recount(&mut shared.pool.account);
         // What a TLS transport holds of its own (records, handshake messages): written even
-        // when the connection had nothing, as after a handshake message arrived.
+        // when the connection had nothing, as after a handshake message arrived. (An io_uring
+        // transport answers whether its sends are done.)
         let mut flushed = true;
-        if let SlotTransport::Tls(tls) = transport {
-            if let Some(resumed) = tls.take_established() {
-                shared.stats.tls_handshakes[usize::from(resumed)].bump();
+        if !matches!(transport, SlotTransport::Plain(_)) {
+            if let SlotTransport::Tls(tls) = transport {
+                if let Some(resumed) = tls.take_established() {
+                    shared.stats.tls_handshakes[usize::from(resumed)].bump();
+                }
             }
             if !failed {
-                match tls.flush() {
+                match transport.flush() {
                     Ok(all) => flushed = all,
                     Err(_) => failed = true,
                 }
             }
-            let (held, counted) = tls.recount();
-            if held != counted {
-                shared.pool.account.refund(counted);
-                shared.pool.account.charge(held);
+            if let SlotTransport::Tls(tls) = transport {
+                let (held, counted) = tls.recount();
+                if held != counted {
+                    shared.pool.account.refund(counted);
+                    shared.pool.account.charge(held);
+                }
             }
         }
         if slot.handshaking && !conn.is_handshaking() {
