@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 /// The name the raw TCP ceiling goes by.
 pub const RAW: &str = "raw";
 /// The built-in WebSocket servers, by name, and their binaries.
-pub const BUILTINS: [(&str, &str); 3] = [
+pub const BUILTINS: [(&str, &str); 5] = [
     ("wsreactor", "wsreactor"),
     ("fastwebsockets", "peer-fastwebsockets"),
     ("tungstenite", "peer-tungstenite"),
+    // Rooms on `/room/NAME` (other paths echo): the fan-out workloads' peer and ceiling.
+    ("broadcast", "peer-broadcast"),
+    ("raw-fanout", "peer-raw-fanout"),
 ];
 /// How long a started server has to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -94,7 +97,7 @@ impl Server {
                 .ok_or_else(|| {
                     format!(
                         "unknown built-in server {name:?} (known: wsreactor, fastwebsockets, \
-                         tungstenite, raw; give your own with --server NAME=COMMAND)"
+                         tungstenite, broadcast, raw-fanout, raw; give your own with --server NAME=COMMAND)"
                     )
                 })?
         };
