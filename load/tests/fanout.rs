@@ -46,6 +46,7 @@ fn assert_delivered_all(name: &str, r: &FanoutReport) {
     assert!((0.5..1.5).contains(&ratio), "{name}: {ratio} {r:?}");
     assert!(r.latency.max_us > 0.0, "{name}");
     assert!(r.server_cpu_ns_per_delivery.is_some(), "{name}");
+    assert!(r.server_wait_pct.is_some(), "{name}");
     assert!(r.server_rss_bytes.is_some_and(|b| b > 0), "{name}");
 }
 

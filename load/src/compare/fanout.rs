@@ -120,10 +120,11 @@ pub fn run_round(
             });
             match &report {
                 Ok(r) => eprintln!(
-                    "  {:<15} {:>12} deliveries/s  server {:>5.1}% {:>6.0} ns each  gen {:>5.1}%  lost {}",
+                    "  {:<15} {:>12} deliveries/s  server {:>5.1}% (waited {:>5.1}%) {:>6.0} ns each  gen {:>5.1}%  lost {}",
                     s.name,
                     thousands(r.delivered_per_s),
                     r.server_cpu_pct.unwrap_or(f64::NAN),
+                    r.server_wait_pct.unwrap_or(f64::NAN),
                     r.server_cpu_ns_per_delivery.unwrap_or(f64::NAN),
                     r.generator_cpu_pct,
                     r.lost
@@ -190,16 +191,18 @@ pub fn markdown(runs: &[FanoutRun], baseline: &str) -> String {
         "\n### Fan-out: 1 publisher → S subscribers in one room, {SIZE} B binary\n\n\
          Medians over the rounds (min–max). CPU ratios are paired per round; lower is better. \
          `{CEILING}` writes each turn's frames to every member with one write and does no \
-         WebSocket work per subscriber: the ceiling.\n"
+         WebSocket work per subscriber: the ceiling. `server waited %`: time the server was \
+         runnable but another process had its core; a server that needs more CPU than it \
+         gets falls behind (deliveries below what was asked, and loss).\n"
     );
     let _ = writeln!(
         s,
         "| workload | server | delivered msg/s | of asked | server ns / delivery | CPU vs {baseline} | \
-         CPU vs ceiling | p50 µs | p99 µs | lost | server % | generator % | failed |"
+         CPU vs ceiling | p50 µs | p99 µs | lost | server % | server waited % | generator % | failed |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut workloads: Vec<usize> = runs.iter().map(|r| r.subscribers).collect();
     workloads.sort_unstable();
@@ -229,7 +232,7 @@ pub fn markdown(runs: &[FanoutRun], baseline: &str) -> String {
             let med = |f: &dyn Fn(&FanoutReport) -> Option<f64>| sp(f).map(|s| s.median);
             let pct = |v: Option<f64>, d: usize| v.map_or("–".into(), |v| format!("{v:.d$}"));
             let row = format!(
-                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |",
+                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {failed} |",
                 label(subs),
                 cell(sp(&|r| Some(r.delivered_per_s)), 0),
                 pct(
@@ -245,6 +248,7 @@ pub fn markdown(runs: &[FanoutRun], baseline: &str) -> String {
                 pct(med(&|r| Some(r.latency.p99_us)), 0),
                 ok.iter().map(|r| r.lost).sum::<u64>(),
                 pct(med(&|r| r.server_cpu_pct), 1),
+                pct(med(&|r| r.server_wait_pct), 1),
                 pct(med(&|r| Some(r.generator_cpu_pct)), 1),
             );
             rows.push((cpu.map_or(f64::INFINITY, |c| c.median), row));

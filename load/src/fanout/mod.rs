@@ -121,6 +121,10 @@ pub struct FanoutReport {
     pub server_cpu_pct: Option<f64>,
     /// Server CPU nanoseconds per delivered message.
     pub server_cpu_ns_per_delivery: Option<f64>,
+    /// Time the server was runnable but waited for its CPU (other processes on its core), % of
+    /// the window: a server that needs more CPU than it gets falls behind by this much.
+    #[serde(default)]
+    pub server_wait_pct: Option<f64>,
     /// Server resident memory with everyone connected, before publishing.
     pub server_rss_bytes: Option<u64>,
     /// Which side was the limit.
@@ -166,6 +170,26 @@ fn servers_cpu_ns(pids: &[i32]) -> Option<u64> {
         return None;
     }
     pids.iter().map(|&p| sys::process_cpu_ns(p).ok()).sum()
+}
+
+/// Nanoseconds the threads of `pid` spent runnable but waiting for a CPU (the second field of
+/// each `/proc/PID/task/TID/schedstat`).
+fn runqueue_wait_ns(pid: i32) -> Option<u64> {
+    let mut total = 0;
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(s) = std::fs::read_to_string(thread.ok()?.path().join("schedstat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        total += s.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn servers_wait_ns(pids: &[i32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| runqueue_wait_ns(p)).sum()
 }
 
 /// Turns the reactor for `len`.
@@ -255,12 +279,14 @@ pub fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, String> {
     drive(&mut c, cfg.warmup)?;
     c.set_measuring(true);
     let srv0 = servers_cpu_ns(&cfg.server_pids);
+    let wait0 = servers_wait_ns(&cfg.server_pids);
     let own0 = sys::own_cpu_secs();
     let t0 = Instant::now();
     let run = drive(&mut c, cfg.duration);
     let wall = t0.elapsed().as_secs_f64();
     let own1 = sys::own_cpu_secs();
     let srv1 = servers_cpu_ns(&cfg.server_pids);
+    let wait1 = servers_wait_ns(&cfg.server_pids);
     c.set_measuring(false);
     run?;
     let tally = c.tally().clone();
@@ -308,6 +334,10 @@ pub fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, String> {
         server_cpu_pct,
         server_cpu_ns_per_delivery: srv_cpu
             .and_then(|s| (tally.delivered > 0).then(|| s * 1e9 / tally.delivered as f64)),
+        server_wait_pct: match (wait0, wait1) {
+            (Some(a), Some(b)) => Some(stats::cpu_percent(b.saturating_sub(a) as f64 / 1e9, wall)),
+            _ => None,
+        },
         server_rss_bytes,
         limit: stats::limit_verdict(generator_cpu_pct, server_cpu_pct).to_string(),
         generator_cpu: cfg.generator_cpu,
@@ -361,6 +391,9 @@ pub fn fanout_summary(r: &FanoutReport) -> String {
     let _ = write!(s, "  cpu        generator {:.1} %", r.generator_cpu_pct);
     if let (Some(pct), Some(ns)) = (r.server_cpu_pct, r.server_cpu_ns_per_delivery) {
         let _ = write!(s, ", server {pct:.1} %, {ns:.0} ns per delivered message");
+    }
+    if let Some(w) = r.server_wait_pct {
+        let _ = write!(s, ", server waited {w:.1} % for its CPU");
     }
     let _ = writeln!(s, " (limit: {})", r.limit);
     if let Some(rss) = r.server_rss_bytes {
