@@ -47,11 +47,14 @@ pub fn label(subscribers: usize) -> String {
     format!("fanout 1 → {}", thousands(subscribers as f64))
 }
 
-/// Whether `--only` keeps the workload of `subscribers`.
+/// Whether the workload of `subscribers` runs: a `--sizes`/`--kinds` mix replaces the standard
+/// workloads, these included, and `--only` must keep it.
 fn kept(a: &CompareArgs, subscribers: usize) -> bool {
-    a.only
-        .as_deref()
-        .map_or(true, |o| label(subscribers).contains(o))
+    a.sizes.is_none()
+        && a.kinds.is_none()
+        && a.only
+            .as_deref()
+            .map_or(true, |o| label(subscribers).contains(o))
 }
 
 /// The servers of the fan-out workloads, each started on [`ROOM_PATH`].

@@ -4,7 +4,8 @@
 //! against every server back to back, rotating the order, and hands the runs to [`table`],
 //! which prints one table of medians with the spread, the per-round ratios to the baseline
 //! server and to the raw TCP ceiling, server CPU per message and the limiting side, and writes
-//! `results.md`, `results.json` and `chart.svg` to `--out-dir`.
+//! `results.md`, `results.json` and `chart.svg` to `--out-dir`. Each round ends with the
+//! fan-out workloads ([`fanout`]: one room, 1 → S subscribers) against the servers with rooms.
 //!
 //! This module owns the arguments and the round loop ([`workload`] the shapes and the mix); it
 //! does not start processes itself (that is [`servers`]) nor aggregate numbers (that is
@@ -100,7 +101,7 @@ pub struct CompareArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Fan-out workloads: one publisher to each of these numbers of subscribers in one room
-    /// (`none` for none).
+    /// (`none` for none; not run with a `--sizes`/`--kinds` mix).
     #[arg(long, value_delimiter = ',', default_value = "100,10000", value_parser = parse_fanout)]
     pub fanout: Vec<usize>,
     /// Servers of the fan-out workloads (built-ins with rooms; raw-fanout is the ceiling).
