@@ -2,13 +2,14 @@
 //! edge-triggered mio client ([`engine`]) drives the `echo`, `raw` and `connections` workloads
 //! ([`workloads`]); [`rated`] drives open-loop windows at set or ramping rates, on which
 //! [`phases`] (`--phases`) and [`search`] (`--p99`, the highest rate under a latency target)
-//! are built; [`compare`] builds and starts wsreactor and its peers and runs the same
+//! are built; [`fanout`] drives one room's publish-once fan-out; [`compare`] builds and starts wsreactor and its peers and runs the same
 //! workloads against each, writing a table and a chart.
 
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod compare;
 pub mod engine;
+pub mod fanout;
 pub mod frame;
 pub mod handshake;
 pub mod payload;

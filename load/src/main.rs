@@ -33,6 +33,8 @@ enum Cmd {
     Raw(RawArgs),
     /// Open and hold idle WebSocket connections; handshake rate and server memory.
     Connections(ConnArgs),
+    /// S subscribers in one room, P publishers at a fixed rate: deliveries, latency, loss.
+    Fanout(load::fanout::FanoutArgs),
     /// Build and run wsreactor and its peers side by side; write a table and a chart.
     Compare(compare::CompareArgs),
 }
@@ -346,6 +348,7 @@ fn run(cli: Cli) -> Result<bool, String> {
             a.out.print(&r, report::connections_summary)?;
             Ok(r.error_total == 0 && r.probe_ok)
         }
+        Cmd::Fanout(a) => load::fanout::run(&a),
         Cmd::Compare(a) => compare::run(&a),
     }
 }

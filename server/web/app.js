@@ -1,4 +1,5 @@
-// wsreactor demo page: an echo panel and a live panel fed by the server's /stats push.
+// wsreactor demo page: an echo panel, a live panel fed by the server's /stats push, and a chat
+// panel in a room.
 // Plain browser JavaScript, no build step, no dependencies.
 'use strict';
 
@@ -368,6 +369,114 @@
     $('chart-updates').textContent = updates.toLocaleString('en');
   }
 
+
+  // ---- chat panel --------------------------------------------------------------------------
+  // A WebSocket on /room/NAME is a member of room NAME; the server publishes every message a
+  // member sends, unchanged, to every member (the sender too). The page sends each line as
+  // {"type":"chat","from":NAME,"text":TEXT}; anything else it receives is shown as it is.
+  // The member count is the room's entry in the stats push ("rooms", the 16 largest).
+
+  const chatLog = $('chat-log');
+  const chatView = stateView('chat-state');
+  let chat = null; // { ws, room }
+  let lastRooms = [];
+  $('chat-nick').value = `guest-${Math.floor(Math.random() * 9000 + 1000)}`;
+
+  function chatLine(from, text, mine) {
+    const item = document.createElement('li');
+    if (mine) item.className = 'mine';
+    for (const [cls, value] of [['from', from], ['body', text], ['at', new Date().toLocaleTimeString('en-GB')]]) {
+      const span = document.createElement('span');
+      span.className = cls;
+      span.textContent = value;
+      item.append(span);
+    }
+    chatLog.append(item);
+    while (chatLog.children.length > LOG_LIMIT) chatLog.firstElementChild.remove();
+    chatLog.scrollTop = chatLog.scrollHeight;
+  }
+
+  function showMembers() {
+    const el = $('chat-members');
+    if (!chat) {
+      el.textContent = '–';
+      return;
+    }
+    const entry = lastRooms.find((r) => r.room === chat.room);
+    // Not among the largest rooms listed: the count is not known from the push.
+    el.textContent = entry ? entry.members.toLocaleString('en') : (lastRooms.length < 16 ? '…' : '?');
+  }
+
+  function setChatControls(joined) {
+    $('chat-message').disabled = !joined;
+    $('chat-send').disabled = !joined;
+    $('chat-leave').disabled = !joined;
+    $('chat-join-button').disabled = joined;
+    $('chat-room').disabled = joined;
+  }
+
+  function leaveChat() {
+    if (!chat) return;
+    const { ws } = chat;
+    chat = null;
+    ws.onclose = null;
+    ws.close(1000);
+    chatView('closed', 'not joined');
+    $('chat-state').textContent = 'not joined';
+    setChatControls(false);
+    showMembers();
+  }
+
+  $('chat-join').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const room = $('chat-room').value.trim();
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(room)) return;
+    leaveChat();
+    const ws = new WebSocket(`${wsBase}/room/${room}`);
+    chat = { ws, room };
+    chatView('connecting', room);
+    ws.onopen = () => {
+      chatView('open', room);
+      $('chat-state').textContent = `in ${room}`;
+      setChatControls(true);
+      chatLine('·', `joined room ${room}`, true);
+      showMembers();
+      $('chat-message').focus();
+    };
+    ws.onmessage = (event) => {
+      const data = typeof event.data === 'string' ? event.data : '(binary message)';
+      try {
+        const m = JSON.parse(data);
+        if (m && m.type === 'chat' && typeof m.text === 'string') {
+          const from = String(m.from ?? '?');
+          chatLine(from, m.text, from === $('chat-nick').value);
+          return;
+        }
+      } catch {
+        // not the page's JSON: shown as it is
+      }
+      chatLine('?', data, false);
+    };
+    ws.onclose = (event) => {
+      if (!chat || chat.ws !== ws) return;
+      chat = null;
+      chatView('closed', `code ${event.code}${event.reason ? ` “${event.reason}”` : ''}`);
+      setChatControls(false);
+      showMembers();
+    };
+  });
+
+  $('chat-leave').addEventListener('click', leaveChat);
+
+  $('chat-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = $('chat-message');
+    const text = input.value;
+    if (!chat || text === '' || chat.ws.readyState !== WebSocket.OPEN) return;
+    chat.ws.send(JSON.stringify({ type: 'chat', from: $('chat-nick').value, text }));
+    input.value = '';
+  });
+
   reconnecting(STATS_URL, {
     show: stateView('stats-state'),
     onMessage: (data) => {
@@ -383,6 +492,8 @@
         $('interval').textContent = message.interval_ms > 0 ? `${message.interval_ms} ms` : 'never (push off)';
       } else if (message.type === 'stats') {
         onStats(message);
+        lastRooms = Array.isArray(message.rooms) ? message.rooms : [];
+        showMembers();
       }
     },
   });

@@ -252,3 +252,46 @@ describe('page over https', { skip: BIN && TLS_CERT && TLS_KEY ? false : 'WSREAC
     await once(server.child, 'exit');
   });
 });
+
+describe('chat panel in a room', () => {
+  it('two pages in one room see each other’s messages and the member count', async () => {
+    const room = `room-${Date.now()}`;
+    const pages = [await context.newPage(), await context.newPage()];
+    const names = ['alice', 'bob'];
+    for (const [i, page] of pages.entries()) {
+      await page.goto(`${BASE}/`);
+      await page.locator('#stats-state[data-state="open"]').waitFor({ timeout: WAIT });
+      await page.fill('#chat-room', room);
+      await page.fill('#chat-nick', names[i]);
+      await page.click('#chat-join-button');
+      await page.locator('#chat-state[data-state="open"]').waitFor({ timeout: WAIT });
+    }
+    // Both members, as the next stats push counts them, on both pages.
+    for (const page of pages) {
+      await page.waitForFunction(
+        () => document.getElementById('chat-members').textContent === '2',
+        null,
+        { timeout: WAIT },
+      );
+    }
+    for (const [i, page] of pages.entries()) {
+      const text = `hello from ${names[i]} ${Date.now()}`;
+      await page.fill('#chat-message', text);
+      await page.click('#chat-send');
+      // The sender sees its own line (the room includes it), and so does the other page.
+      for (const other of pages) {
+        const line = other.locator('#chat-log li', { hasText: text });
+        await line.waitFor({ timeout: WAIT });
+        assert.equal(await line.locator('.from').textContent(), names[i]);
+      }
+    }
+    // One leaves: the other page's count drops to 1 with a later push.
+    await pages[1].click('#chat-leave');
+    await pages[0].waitForFunction(
+      () => document.getElementById('chat-members').textContent === '1',
+      null,
+      { timeout: WAIT },
+    );
+    for (const page of pages) await page.close();
+  });
+});

@@ -4,12 +4,14 @@
 //! against every server back to back, rotating the order, and hands the runs to [`table`],
 //! which prints one table of medians with the spread, the per-round ratios to the baseline
 //! server and to the raw TCP ceiling, server CPU per message and the limiting side, and writes
-//! `results.md`, `results.json` and `chart.svg` to `--out-dir`.
+//! `results.md`, `results.json` and `chart.svg` to `--out-dir`. Each round ends with the
+//! fan-out workloads ([`fanout`]: one room, 1 → S subscribers) against the servers with rooms.
 //!
 //! This module owns the arguments and the round loop ([`workload`] the shapes and the mix); it
 //! does not start processes itself (that is [`servers`]) nor aggregate numbers (that is
 //! [`table`]).
 
+pub mod fanout;
 pub mod servers;
 pub mod table;
 mod workload;
@@ -98,6 +100,21 @@ pub struct CompareArgs {
     /// No progress bars.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Fan-out workloads: one publisher to each of these numbers of subscribers in one room
+    /// (`none` for none; not run with a `--sizes`/`--kinds` mix).
+    #[arg(long, value_delimiter = ',', default_value = "100,10000", value_parser = parse_fanout)]
+    pub fanout: Vec<usize>,
+    /// Servers of the fan-out workloads (built-ins with rooms; raw-fanout is the ceiling).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "wsreactor,broadcast,raw-fanout"
+    )]
+    pub fanout_servers: Vec<String>,
+    /// Deliveries per second each fan-out run asks for: the publish rate is this over the
+    /// subscribers (100 subscribers: 2,000 messages/s; 10,000: 20/s).
+    #[arg(long, default_value = "200000/s", value_parser = crate::units::parse_rate)]
+    pub fanout_deliveries: f64,
     /// Do not run anything: rebuild the table and chart from a results.json written earlier.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
@@ -146,6 +163,9 @@ pub struct Results {
     pub echo: Vec<EchoRun>,
     /// Idle-connection runs.
     pub memory: Vec<MemRun>,
+    /// Fan-out runs (absent in older files).
+    #[serde(default)]
+    pub fanout: Vec<fanout::FanoutRun>,
     /// The server the `vs` column divides by (absent in older files: wsreactor).
     #[serde(default)]
     pub baseline: Option<String>,
@@ -212,6 +232,21 @@ pub fn server_list(a: &CompareArgs, bin_dir: &std::path::Path) -> Result<Vec<Ser
     Ok(list)
 }
 
+/// A `--fanout` entry: a number of subscribers, or `none`.
+fn parse_fanout(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "none" | "0" => Ok(0),
+        n => n
+            .replace('_', "")
+            .parse()
+            .map_err(|e| format!("{n:?}: {e}"))
+            .and_then(|n: usize| match n {
+                1..=19_000 => Ok(n),
+                _ => Err(format!("{n}: 1 to 19,000 subscribers")),
+            }),
+    }
+}
+
 /// The kinds one run of a server sends, with weights; `None` for the raw ceiling.
 type UnitKinds = Option<Vec<(Kind, u32)>>;
 
@@ -245,10 +280,11 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         None => servers::target_dir(&root)?.join("release"),
     };
     let servers = server_list(a, &bin_dir)?;
+    let fanout_servers = fanout::servers(a, &bin_dir)?;
     if !a.no_build {
-        servers::build_builtins(&root, &servers)?;
+        servers::build_builtins(&root, &[servers.clone(), fanout_servers.clone()].concat())?;
     }
-    for s in &servers {
+    for s in servers.iter().chain(&fanout_servers) {
         if let Some(b) = s.builtin_binary() {
             let p = bin_dir.join(b);
             if !p.exists() {
@@ -303,6 +339,7 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         generator_cpu,
         echo: Vec::new(),
         memory: Vec::new(),
+        fanout: Vec::new(),
         baseline: Some(baseline.clone()),
         mix: mix.as_ref().map(|m| m.label.clone()),
     };
@@ -433,6 +470,15 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
             }
         }
         drop(running);
+        fanout::run_round(
+            a,
+            round,
+            &fanout_servers,
+            server_cpu,
+            generator_cpu,
+            started,
+            &mut results.fanout,
+        );
     }
 
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
@@ -449,7 +495,11 @@ fn write_outputs(
 ) -> Result<bool, String> {
     let results = results.clone();
     let table = Table::build(&results, names);
-    let md = table.markdown(&results);
+    let md = table.markdown(&results)
+        + &fanout::markdown(
+            &results.fanout,
+            results.baseline.as_deref().unwrap_or("wsreactor"),
+        );
     {
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout(), "{md}");
@@ -478,6 +528,10 @@ fn write_outputs(
         && results
             .memory
             .iter()
-            .all(|r| matches!(&r.report, Ok(x) if x.error_total == 0 && x.probe_ok));
+            .all(|r| matches!(&r.report, Ok(x) if x.error_total == 0 && x.probe_ok))
+        && results
+            .fanout
+            .iter()
+            .all(|r| matches!(&r.report, Ok(x) if x.error_total == 0));
     Ok(clean)
 }

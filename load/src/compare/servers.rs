@@ -26,10 +26,13 @@ pub const RAW_URING: &str = "raw-uring";
 /// `wsreactor --io-uring`.
 pub const WSREACTOR_URING: &str = "wsreactor-uring";
 /// The built-in WebSocket servers, by name, and their binaries.
-pub const BUILTINS: [(&str, &str); 3] = [
+pub const BUILTINS: [(&str, &str); 5] = [
     ("wsreactor", "wsreactor"),
     ("fastwebsockets", "peer-fastwebsockets"),
     ("tungstenite", "peer-tungstenite"),
+    // Rooms on `/room/NAME` (other paths echo): the fan-out workloads' peer and ceiling.
+    ("broadcast", "peer-broadcast"),
+    ("raw-fanout", "peer-raw-fanout"),
 ];
 /// How long a started server has to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -102,8 +105,8 @@ impl Server {
                 .ok_or_else(|| {
                     format!(
                         "unknown built-in server {name:?} (known: wsreactor, wsreactor-uring, \
-                         fastwebsockets, tungstenite, raw, raw-uring; give your own with \
-                         --server NAME=COMMAND)"
+                         fastwebsockets, tungstenite, broadcast, raw-fanout, raw, raw-uring; \
+                         give your own with --server NAME=COMMAND)"
                     )
                 })?
         };

@@ -558,6 +558,7 @@ mod tests {
             generator_cpu: Some(1),
             echo,
             memory: Vec::new(),
+            fanout: Vec::new(),
             baseline: None,
             mix: None,
         };

@@ -10,7 +10,7 @@
 
 mod conn;
 mod target;
-mod timer;
+pub(crate) mod timer;
 
 pub use conn::Tally;
 pub use target::{Mode, Target};

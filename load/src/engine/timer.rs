@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 
 /// The shortest wait the timer is armed for: sends due closer together than this go out in one
 /// turn, at most this late, so that at high rates the loop does not wake once per message.
-pub(super) const MIN_WAIT: Duration = Duration::from_micros(50);
+pub(crate) const MIN_WAIT: Duration = Duration::from_micros(50);
 /// Every turn of a paced run looks at every connection for what is due (a few ns each): the
 /// wait is at least this per live connection too, so that look stays a small share of the
 /// loop's time (10,000 connections: 200 µs).
-pub(super) const WAIT_PER_CONN: Duration = Duration::from_nanos(20);
+pub(crate) const WAIT_PER_CONN: Duration = Duration::from_nanos(20);
 
 /// The poll token of the timer (no connection has it: connections are indexed from 0).
-pub(super) const TIMER: Token = Token(usize::MAX);
+pub(crate) const TIMER: Token = Token(usize::MAX);
 
 /// A one-shot timerfd registered for readability.
-pub(super) struct SendTimer {
+pub(crate) struct SendTimer {
     fd: RawFd,
     /// The deadline it is armed for, if it is armed and has not fired.
     armed: Option<Instant>,
@@ -33,7 +33,7 @@ pub(super) struct SendTimer {
 impl SendTimer {
     /// Creates the timer and registers it; lowers the process's timer slack to 1 µs so the
     /// kernel does not round wake-ups up by its default 50 µs.
-    pub(super) fn new(registry: &Registry) -> io::Result<SendTimer> {
+    pub(crate) fn new(registry: &Registry) -> io::Result<SendTimer> {
         // SAFETY: plain syscalls on arguments we own; the fd is checked before use.
         let fd = unsafe {
             libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
@@ -53,7 +53,7 @@ impl SendTimer {
     /// Arms the timer for `deadline` (at least `min_wait` from `now`) unless it is already
     /// armed for an earlier one still ahead (an early wake-up only costs a turn that finds
     /// nothing due).
-    pub(super) fn arm(&mut self, deadline: Instant, now: Instant, min_wait: Duration) {
+    pub(crate) fn arm(&mut self, deadline: Instant, now: Instant, min_wait: Duration) {
         let min_wait = min_wait.max(Duration::from_nanos(1));
         let deadline = deadline.max(now + min_wait);
         if self.armed.is_some_and(|a| a > now && a <= deadline) {
@@ -77,7 +77,7 @@ impl SendTimer {
     }
 
     /// Clears the expiry after the timer's readiness event.
-    pub(super) fn fired(&mut self) {
+    pub(crate) fn fired(&mut self) {
         let mut buf = [0u8; 8];
         // SAFETY: reading at most 8 bytes into a local buffer from our non-blocking fd; an
         // EAGAIN (nothing to read) is fine.
