@@ -12,7 +12,8 @@
 //! What is counted: every [`Busy`] box of the reactor, lent to a connection or pooled, as its
 //! size plus the capacity of its buffers (output backlog, message being assembled, request
 //! head) plus [`INFLATER_ESTIMATE`] while it holds a decompressor; and
-//! [`TLS_CONNECTION_ESTIMATE`] per TLS connection. A box is recounted at a few points only:
+//! [`TLS_CONNECTION_ESTIMATE`] per TLS connection plus the buffers it holds while bytes are in
+//! flight (recounted after each flush). A box is recounted at a few points only:
 //! when the pool hands it out or takes it back, and after each flush of its connection (the
 //! end of every read, write, timer or send to it), never per byte. Not counted: the kernel's
 //! socket buffers, the reactor's read buffer and slab, the reactor-wide deflate state (a
@@ -31,11 +32,12 @@ pub(crate) const LITTLE: usize = 64 << 10;
 /// What a decompressor in use is counted as: zlib-rs' inflate state and its 32 KiB window.
 pub(crate) const INFLATER_ESTIMATE: usize = 40 << 10;
 
-/// What a TLS connection is counted as, beyond its buffers: rustls' own state and buffers,
-/// which are not exposed. 8 KiB is the measured idle cost (about 7.7 KiB per connection, see
-/// the README's TLS section); records waiting to be written (at most 64 KiB per connection)
-/// are not counted on top.
-pub(crate) const TLS_CONNECTION_ESTIMATE: usize = 8 << 10;
+/// What a TLS connection is counted as, beyond its buffers: rustls' session state (keys,
+/// sequence numbers, the handshake's state while it runs), which is not exposed. 4 KiB is
+/// above the measured idle cost (about 3.6 KiB per connection, see the README's TLS
+/// section). The ciphertext and plaintext buffers a TLS connection borrows while bytes are
+/// in flight are counted as they are held, after each flush.
+pub(crate) const TLS_CONNECTION_ESTIMATE: usize = 4 << 10;
 
 /// A reactor publishes its total when it moved by at least this much since it last did (and
 /// at most once per loop turn), so other reactors see it within this error.

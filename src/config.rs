@@ -95,6 +95,12 @@ pub struct Config {
     /// Serve TLS (`wss://`, and `https://` for plain HTTP) with this certificate and key
     /// instead of plain TCP, on the same port. `None`: plain TCP. Default `None`.
     pub tls: Option<TlsFiles>,
+    /// Serve plain TCP through io_uring instead of epoll: multishot accept and receive into a
+    /// buffer ring the reactor's connections share, every send of a loop turn in one submit.
+    /// Where the kernel refuses io_uring (or an operation it needs), and with `tls`, the
+    /// server logs why and runs on epoll ([`Server::io_backend`](crate::Server::io_backend)
+    /// tells which). Default `false`.
+    pub io_uring: bool,
     /// The server-wide memory budget in bytes: what the server holds for all its connections
     /// together (output backlogs, messages being assembled, request heads, pooled buffers,
     /// decompressors in use, an estimate per TLS connection). Near it the server stops
@@ -175,6 +181,7 @@ impl Default for Config {
             compression_threshold: 256,
             compression_level: 1,
             tls: None,
+            io_uring: false,
             max_memory: 1 << 30,
             metrics_path: None,
             metrics_listen: None,

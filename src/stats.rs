@@ -61,6 +61,10 @@ pub struct Stats {
     /// Connections dropped without a close frame to bring the total back under the budget
     /// (their unread backlog left no room for one).
     pub budget_drops: u64,
+    /// TLS handshakes completed (full or resumed).
+    pub tls_handshakes: u64,
+    /// TLS connections that ended before their handshake completed.
+    pub tls_handshake_failures: u64,
 }
 
 /// Refused requests by HTTP status, and connections dropped before their request.

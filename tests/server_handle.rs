@@ -33,6 +33,8 @@ fn work_from_another_thread_reaches_connections_and_stale_ids_are_closed() {
     let (ids_tx, ids) = mpsc::channel();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        // The backend this run of the suite tests (tests/common's `IO_URING_ENV`).
+        io_uring: std::env::var_os("WSREACTOR_IO_URING").is_some_and(|v| v == "1"),
         ..Config::default()
     };
     let mut server = Server::bind(config, Ids(ids_tx)).unwrap();

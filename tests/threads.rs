@@ -87,6 +87,8 @@ impl Running {
             max_pending_handshakes: 8_000,
             // Clients still held at the end do not answer the close: do not wait long.
             close_timeout: Duration::from_millis(300),
+            // The backend this run of the suite tests (tests/common's `IO_URING_ENV`).
+            io_uring: std::env::var_os("WSREACTOR_IO_URING").is_some_and(|v| v == "1"),
             ..Config::default()
         };
         let ids = Arc::new(Mutex::new(Vec::new()));

@@ -226,6 +226,12 @@ fn silent_garbage_and_plain_http_peers_are_closed_without_harm() {
     let took = closed_within(http, Duration::from_secs(5));
     assert!(took < Duration::from_millis(250), "closed after {took:?}");
     pki.still_serves(&server);
+
+    // The silent peer, the garbage and the plain HTTP never finished a handshake; the three
+    // clients that proved the server still serves did.
+    let stats = server.stop();
+    assert_eq!(stats.tls_handshake_failures, 3);
+    assert_eq!(stats.tls_handshakes, 3);
 }
 
 #[test]
@@ -259,6 +265,10 @@ fn handshake_timeout_covers_a_tls_handshake_that_stops_halfway() {
         assert!(start.elapsed() < Duration::from_secs(5), "not closed");
     }
     pki.still_serves(&server);
+    // The ClientHello alone failed; the silent one after a handshake did not.
+    let stats = server.stop();
+    assert_eq!(stats.tls_handshake_failures, 1);
+    assert_eq!(stats.tls_handshakes, 2);
 }
 
 #[test]

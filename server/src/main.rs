@@ -129,6 +129,11 @@ struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve plain TCP through io_uring (multishot accept and receive, one submit per loop
+    /// turn) instead of epoll; falls back to epoll, with a warning saying why, where the
+    /// kernel refuses it, and with --tls-cert.
+    #[arg(long)]
+    io_uring: bool,
     /// Path on the WebSocket port that answers GET with the Prometheus exposition.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_METRICS_PATH)]
     metrics_path: String,
@@ -236,6 +241,7 @@ impl Args {
                 }),
                 _ => None,
             },
+            io_uring: self.io_uring,
             metrics_path: (!self.no_metrics && self.metrics_listen.is_none())
                 .then(|| self.metrics_path.clone()),
             metrics_listen: self.metrics_listen,
@@ -327,6 +333,7 @@ fn main() -> ExitCode {
     log::info!(
         threads = server.threads(),
         tls = args.tls_cert.is_some(),
+        io = server.io_backend(),
         compression:? = args.compression,
         max_connections = config.max_connections,
         max_message_size = config.max_message_size,

@@ -37,7 +37,8 @@ impl AppServer {
             ..Config::default()
         };
         let interval_ms = stats_interval.map_or(0, |t| t.as_millis() as u64);
-        let mut server = Server::bind(config, App::new(files, interval_ms)).expect("bind");
+        let mut server =
+            Server::bind(common::on_backend(config), App::new(files, interval_ms)).expect("bind");
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run().expect("reactor"));

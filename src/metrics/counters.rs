@@ -187,6 +187,11 @@ pub(crate) struct Counters {
     pub budget_accept_pauses: Counter,
     pub budget_closes: Counter,
     pub budget_drops: Counter,
+    /// TLS handshakes completed, `[full, resumed]` (a ticket or a cached session).
+    pub tls_handshakes: [Counter; 2],
+    /// TLS connections that ended before their handshake completed: timeouts, garbage,
+    /// plain HTTP on the TLS port, a peer that refused our certificate.
+    pub tls_handshake_failures: Counter,
     /// Bytes this reactor holds for its connections, as the budget counts them.
     pub memory_held: Gauge,
     /// From accept (or the previous plain HTTP answer) to the `101`.
@@ -294,6 +299,8 @@ impl Counters {
             budget_accept_pauses: sum(&|b| b.budget_accept_pauses.get()),
             budget_closes: sum(&|b| b.budget_closes.get()),
             budget_drops: sum(&|b| b.budget_drops.get()),
+            tls_handshakes: sum(&|b| b.tls_handshakes.iter().map(Counter::get).sum()),
+            tls_handshake_failures: sum(&|b| b.tls_handshake_failures.get()),
         }
     }
 }

@@ -258,6 +258,26 @@ pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
         w.family(name, "counter", help);
         w.sample(name, "", sum(&read));
     }
+    w.family(
+        "wsreactor_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed, by kind (resumed: a session ticket or a cached session).",
+    );
+    for (index, kind) in [(0, "full"), (1, "resumed")] {
+        let labels = format!("kind=\"{kind}\"");
+        let value = sum(&|b| b.tls_handshakes[index].get());
+        w.sample("wsreactor_tls_handshakes_total", &labels, value);
+    }
+    w.family(
+        "wsreactor_tls_handshake_failures_total",
+        "counter",
+        "TLS connections that ended before their handshake completed.",
+    );
+    w.sample(
+        "wsreactor_tls_handshake_failures_total",
+        "",
+        sum(&|b| b.tls_handshake_failures.get()),
+    );
 
     let gauges: [Simple; 5] = [
         (

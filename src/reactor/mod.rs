@@ -44,6 +44,7 @@ mod handles;
 mod serve;
 mod shed;
 mod slot;
+mod uring;
 
 use handles::Work;
 pub use handles::{ServerHandle, ShutdownHandle, Stopped};
@@ -111,6 +112,10 @@ pub struct Server<H: Handler> {
     /// The broker's threads (`Config::broker` on a one-thread server), stopped when the
     /// server is dropped.
     broker: Option<crate::broker::Attachment>,
+    /// Connections are served through io_uring ([`uring`]), with this ring (taken out of
+    /// here while `run` uses it).
+    on_uring: bool,
+    uring: Option<Box<uring::Ring>>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -192,8 +197,24 @@ impl<H: Handler> Server<H> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let uring = match (config.io_uring, &tls) {
+            (false, _) => None,
+            (true, Some(_)) => {
+                log::warn!("io_uring serves plain TCP only: serving TLS on epoll");
+                None
+            }
+            (true, None) => match uring::Ring::new(&config) {
+                Ok(ring) => Some(Box::new(ring)),
+                Err(e) => {
+                    log::warn!("io_uring unavailable ({e}): serving on epoll");
+                    None
+                }
+            },
+        };
+        if uring.is_none() {
+            poll.registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+        }
         let tick_ms = (config.timer_tick().as_millis() as u64).max(1);
         let (outbox, inbox) = mpsc::channel();
         let mut shared = Shared::new(config, handler, &blocks, index);
@@ -234,7 +255,19 @@ impl<H: Handler> Server<H> {
             shedding: shed::Shedding::default(),
             metrics_listener: None,
             broker: None,
+            on_uring: uring.is_some(),
+            uring,
         })
+    }
+
+    /// How this reactor moves bytes: `"io_uring"` or `"epoll"` (where `Config::io_uring`
+    /// was asked for but refused, the log says why).
+    pub fn io_backend(&self) -> &'static str {
+        if self.on_uring {
+            "io_uring"
+        } else {
+            "epoll"
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -284,6 +317,9 @@ impl<H: Handler> Server<H> {
 
     /// Serves until a graceful shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
+        if self.uring.is_some() {
+            return self.run_uring();
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             if self.requested.load(Ordering::Acquire) && self.shutdown_deadline.is_none() {
@@ -353,17 +389,18 @@ impl<H: Handler> Server<H> {
 
     fn accept_ready(&mut self) {
         self.listener_ready = false;
-        let Some(listener) = self.listener.as_ref() else {
+        if self.listener.is_none() {
             return;
-        };
+        }
         for _ in 0..ACCEPT_BUDGET {
-            if self.slots.len() >= self.shared.config.max_connections
-                || self.shedding.refuses_accept(&mut self.shared)
-            {
+            if self.refuses_more() {
                 // Resumed when a slot frees; until then the kernel's backlog holds the rest.
                 self.accept_paused = true;
                 return;
             }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             let stream = match listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -376,21 +413,37 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
-            if self.pending_handshakes >= self.shared.config.max_pending_handshakes {
-                self.shared.stats.refuse(RefusedBy::PendingLimit);
-                continue; // dropped: too many connections still silent
-            }
-            let _ = stream.set_nodelay(true);
-            let mut transport = match &self.tls {
-                None => SlotTransport::Plain(PlainTcp::new(stream)),
-                Some(config) => match TlsTcp::new(stream, Arc::clone(config)) {
-                    Ok(tls) => SlotTransport::Tls(Box::new(tls)),
-                    Err(_) => continue, // dropped: rustls could not start a session
-                },
-            };
-            let entry = self.slots.vacant_entry();
-            let key = entry.key();
-            if self
+            self.admit(stream);
+        }
+        self.listener_ready = true;
+    }
+
+    /// No connection is to be accepted now: the slab is full or the memory budget refuses.
+    fn refuses_more(&mut self) -> bool {
+        self.slots.len() >= self.shared.config.max_connections
+            || self.shedding.refuses_accept(&mut self.shared)
+    }
+
+    /// Gives an accepted connection its slot (or drops it, past the pending-handshake limit).
+    fn admit(&mut self, stream: mio::net::TcpStream) {
+        if self.pending_handshakes >= self.shared.config.max_pending_handshakes {
+            self.shared.stats.refuse(RefusedBy::PendingLimit);
+            return; // dropped: too many connections still silent
+        }
+        let _ = stream.set_nodelay(true);
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        let generation = self.next_generation.wrapping_add(self.generation_step);
+        let mut transport = match &self.tls {
+            None if self.on_uring => uring::transport(stream, key, generation),
+            None => SlotTransport::Plain(PlainTcp::new(stream)),
+            Some(config) => match TlsTcp::new(stream, Arc::clone(config)) {
+                Ok(tls) => SlotTransport::Tls(Box::new(tls)),
+                Err(_) => return, // dropped: rustls could not start a session
+            },
+        };
+        if !self.on_uring
+            && self
                 .poll
                 .registry()
                 .register(
@@ -399,25 +452,23 @@ impl<H: Handler> Server<H> {
                     Interest::READABLE | Interest::WRITABLE,
                 )
                 .is_err()
-            {
-                continue;
-            }
-            if let SlotTransport::Tls(_) = transport {
-                self.shared.pool.account.charge(TLS_CONNECTION_ESTIMATE);
-            }
-            self.next_generation = self.next_generation.wrapping_add(self.generation_step);
-            entry.insert(Slot {
-                transport: UnsafeCell::new(transport),
-                conn: UnsafeCell::new(Connection::new(self.shared.now, &self.shared.config)),
-                generation: self.next_generation,
-                handshaking: true,
-                queued: false,
-                dirty: Cell::new(false),
-                peer_closed: false,
-            });
-            self.pending_handshakes += 1;
-            self.shared.stats.accepted.bump();
+        {
+            return;
         }
-        self.listener_ready = true;
+        if let SlotTransport::Tls(_) = transport {
+            self.shared.pool.account.charge(TLS_CONNECTION_ESTIMATE);
+        }
+        self.next_generation = generation;
+        entry.insert(Slot {
+            transport: UnsafeCell::new(transport),
+            conn: UnsafeCell::new(Connection::new(self.shared.now, &self.shared.config)),
+            generation,
+            handshaking: true,
+            queued: false,
+            dirty: Cell::new(false),
+            peer_closed: false,
+        });
+        self.pending_handshakes += 1;
+        self.shared.stats.accepted.bump();
     }
 }

@@ -110,13 +110,26 @@ impl<H: Handler> Server<H> {
         let (mut resumed, mut failed) = write_out(conn, transport, shared);
         conn.recount(&mut shared.pool.account);
         // What a TLS transport holds of its own (records, handshake messages): written even
-        // when the connection had nothing, as after a handshake message arrived.
+        // when the connection had nothing, as after a handshake message arrived. (An io_uring
+        // transport answers whether its sends are done.)
         let mut flushed = true;
-        if let SlotTransport::Tls(tls) = transport {
+        if !matches!(transport, SlotTransport::Plain(_)) {
+            if let SlotTransport::Tls(tls) = transport {
+                if let Some(resumed) = tls.take_established() {
+                    shared.stats.tls_handshakes[usize::from(resumed)].bump();
+                }
+            }
             if !failed {
-                match tls.flush() {
+                match transport.flush() {
                     Ok(all) => flushed = all,
                     Err(_) => failed = true,
+                }
+            }
+            if let SlotTransport::Tls(tls) = transport {
+                let (held, counted) = tls.recount();
+                if held != counted {
+                    shared.pool.account.refund(counted);
+                    shared.pool.account.charge(held);
                 }
             }
         }
@@ -170,8 +183,17 @@ impl<H: Handler> Server<H> {
         conn.release(&mut self.shared.pool);
         // Dropping the transport closes the socket, which also removes it from the epoll set.
         let mut transport = slot.transport.into_inner();
-        if let SlotTransport::Tls(_) = transport {
-            self.shared.pool.account.refund(TLS_CONNECTION_ESTIMATE);
+        if let SlotTransport::Tls(tls) = &mut transport {
+            let (_, counted) = tls.recount();
+            self.shared
+                .pool
+                .account
+                .refund(TLS_CONNECTION_ESTIMATE + counted);
+            match tls.take_established() {
+                Some(resumed) => self.shared.stats.tls_handshakes[usize::from(resumed)].bump(),
+                None if !tls.established() => self.shared.stats.tls_handshake_failures.bump(),
+                None => {}
+            }
         }
         transport.close();
         drop(transport);

@@ -161,6 +161,11 @@ impl<H: Handler + Send + 'static> MultiServer<H> {
         self.servers.len()
     }
 
+    /// How the reactors move bytes: `"io_uring"` or `"epoll"` (see [`Server::io_backend`]).
+    pub fn io_backend(&self) -> &'static str {
+        self.servers[0].io_backend()
+    }
+
     /// A handle that stops every reactor gracefully (see [`ShutdownHandle::shutdown`]).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.servers[0].shutdown_handle()

@@ -4,17 +4,19 @@
 //! frames, which live in [`crate::connection`]. The reactor moves bytes between a
 //! [`Transport`] and the sans-IO connection, and the connection never learns which transport
 //! carries it: plain TCP ([`PlainTcp`], with its direct-read and direct-write fast paths)
-//! and TLS ([`TlsTcp`], rustls), io_uring later, as other implementations of the same
-//! trait. [`SlotTransport`] is what a slot holds: one of them, chosen at accept by the
+//! and TLS ([`TlsTcp`], rustls), and plain TCP through io_uring ([`UringTcp`]), as
+//! implementations of the same trait. [`SlotTransport`] is what a slot holds: one of them, chosen at accept by the
 //! listener's configuration.
 
 use std::io::{self, IoSlice};
 
 mod plain;
 mod tls;
+pub(crate) mod uring;
 
 pub(crate) use plain::PlainTcp;
 pub(crate) use tls::{server_config, TlsTcp};
+pub(crate) use uring::UringTcp;
 
 /// The transport every slot holds: one of the transports a listener can carry. The TLS one
 /// is boxed, so a plain slot pays one word for its existence, not rustls' state.
@@ -22,6 +24,7 @@ pub(crate) use tls::{server_config, TlsTcp};
 pub(crate) enum SlotTransport {
     Plain(PlainTcp),
     Tls(Box<TlsTcp>),
+    Uring(UringTcp),
 }
 
 impl Transport for SlotTransport {
@@ -30,6 +33,7 @@ impl Transport for SlotTransport {
         match self {
             SlotTransport::Plain(t) => t.source(),
             SlotTransport::Tls(t) => t.source(),
+            SlotTransport::Uring(t) => t.source(),
         }
     }
 
@@ -38,6 +42,7 @@ impl Transport for SlotTransport {
         match self {
             SlotTransport::Plain(t) => t.read(buf),
             SlotTransport::Tls(t) => t.read(buf),
+            SlotTransport::Uring(t) => t.read(buf),
         }
     }
 
@@ -46,6 +51,7 @@ impl Transport for SlotTransport {
         match self {
             SlotTransport::Plain(t) => t.read_into(buf, max),
             SlotTransport::Tls(t) => t.read_into(buf, max),
+            SlotTransport::Uring(t) => t.read_into(buf, max),
         }
     }
 
@@ -54,6 +60,7 @@ impl Transport for SlotTransport {
         match self {
             SlotTransport::Plain(t) => t.write(bytes),
             SlotTransport::Tls(t) => t.write(bytes),
+            SlotTransport::Uring(t) => t.write(bytes),
         }
     }
 
@@ -62,6 +69,7 @@ impl Transport for SlotTransport {
         match self {
             SlotTransport::Plain(_) => Ok(true),
             SlotTransport::Tls(t) => t.flush(),
+            SlotTransport::Uring(t) => t.flush(),
         }
     }
 
@@ -69,7 +77,7 @@ impl Transport for SlotTransport {
     fn transmitter(&self) -> Option<&dyn Transmit> {
         match self {
             SlotTransport::Plain(t) => t.transmitter(),
-            SlotTransport::Tls(_) => None,
+            SlotTransport::Tls(_) | SlotTransport::Uring(_) => None,
         }
     }
 
@@ -77,6 +85,7 @@ impl Transport for SlotTransport {
         match self {
             SlotTransport::Plain(t) => t.close(),
             SlotTransport::Tls(t) => t.close(),
+            SlotTransport::Uring(t) => t.close(),
         }
     }
 }

@@ -16,6 +16,8 @@
 #   AUTOBAHN_TIMEOUT    seconds before wstest is killed (default 900).
 #   AUTOBAHN_TLS        1: serve TLS (a self-signed certificate made here with openssl) and
 #                       run the cases over wss://; the results must match the same file.
+#   AUTOBAHN_IO_URING   1: start the server with --io-uring, and fail unless its log says
+#                       it runs on io_uring (not the epoll fallback).
 #
 # Exits non-zero when index.json is missing, when any case is FAILED / NON-STRICT /
 # UNIMPLEMENTED, when the server died during the run, or when the results differ from
@@ -131,6 +133,10 @@ if [[ ${AUTOBAHN_TLS:-0} == 1 ]]; then
     tls_args=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
 fi
 
+if [[ ${AUTOBAHN_IO_URING:-0} == 1 ]]; then
+    tls_args+=(--io-uring)
+fi
+
 subset=0
 if [[ -n ${AUTOBAHN_CASES:-} || -n ${AUTOBAHN_EXCLUDE:-} ]]; then
     subset=1
@@ -218,6 +224,11 @@ if ((!ready)); then
     exit 1
 fi
 log "server ready (pid $server_pid)"
+if [[ ${AUTOBAHN_IO_URING:-0} == 1 ]] && ! grep -q ' io=io_uring ' "$server_log"; then
+    log "the server does not run on io_uring:"
+    sed 's/^/  /' "$server_log"
+    exit 1
+fi
 
 # --- run wstest ---------------------------------------------------------------------------
 wstest_timeout=${AUTOBAHN_TIMEOUT:-900}

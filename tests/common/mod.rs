@@ -31,12 +31,29 @@ pub struct TestServer {
     thread: Option<JoinHandle<Stats>>,
 }
 
+/// The environment variable that runs the suite on the io_uring backend: `.ci/run` runs the
+/// tests once without it and once with `WSREACTOR_IO_URING=1`.
+pub const IO_URING_ENV: &str = "WSREACTOR_IO_URING";
+
+/// Whether this run of the suite is on the io_uring backend ([`IO_URING_ENV`]).
+pub fn io_uring_run() -> bool {
+    std::env::var_os(IO_URING_ENV).is_some_and(|v| v == "1")
+}
+
+/// `config` on the backend this run of the suite tests.
+pub fn on_backend(config: Config) -> Config {
+    Config {
+        io_uring: config.io_uring || io_uring_run(),
+        ..config
+    }
+}
+
 impl TestServer {
     pub fn start<H: Handler + Send + 'static>(config: Config, handler: H) -> TestServer {
-        let config = Config {
+        let config = on_backend(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..config
-        };
+        });
         let mut server = Server::bind(config, handler).expect("bind");
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
@@ -85,11 +102,20 @@ pub struct Process {
     pub child: Child,
     /// The address it printed after "listening on".
     pub addr: String,
+    /// Every line it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     /// Starts `command` and waits for it to print "listening on ADDR" on stderr.
     pub fn start(command: &mut Command) -> Process {
+        let is_server = std::path::Path::new(command.get_program())
+            .file_name()
+            .is_some_and(|name| name == "wsreactor");
+        let has_it = command.get_args().any(|a| a == "--io-uring");
+        if is_server && io_uring_run() && !has_it {
+            command.arg("--io-uring");
+        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -98,22 +124,56 @@ impl Process {
             .expect("start the server process");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
+                }
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line);
                 }
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(15))
             .expect("the process printed 'listening on'");
-        Process { child, addr }
+        Process { child, addr, log }
+    }
+}
+
+impl Process {
+    /// Waits up to `within` for a line of the log that contains `needle`, and returns it.
+    pub fn log_line(&self, needle: &str, within: Duration) -> Option<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let found = self
+                .log
+                .lock()
+                .ok()
+                .and_then(|lines| lines.iter().find(|l| l.contains(needle)).cloned());
+            if found.is_some() || start.elapsed() > within {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the server said is the first thing to read about a failed test.
+            if let Ok(lines) = self.log.lock() {
+                let tail = &lines[lines.len().saturating_sub(20)..];
+                eprintln!(
+                    "server log (last {} lines):\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

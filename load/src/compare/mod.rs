@@ -20,7 +20,7 @@ use crate::units::{parse_kind_mix, parse_secs, parse_size_mix, KindMix, SizeMix}
 use crate::workloads::{self, ConnectionsConfig, ConnectionsReport, EchoReport};
 use crate::{svg, sys};
 use serde::{Deserialize, Serialize};
-use servers::{Instance, Launch, Server, RAW};
+use servers::{Instance, Launch, Server, RAW, RAW_URING};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use table::Table;
@@ -70,7 +70,7 @@ pub struct CompareArgs {
     /// The server the `vs` column divides by (default: wsreactor if listed, else the first).
     #[arg(long)]
     pub baseline: Option<String>,
-    /// Skip the raw TCP ceiling.
+    /// Skip the raw TCP ceilings (epoll and io_uring).
     #[arg(long)]
     pub no_raw: bool,
     /// Run one workload with this message mix instead of the standard shapes: a size or
@@ -161,7 +161,10 @@ pub fn server_list(a: &CompareArgs, bin_dir: &std::path::Path) -> Result<Vec<Ser
     let mut list = Vec::new();
     for n in &a.servers {
         let n = n.trim();
-        if n.is_empty() || n == "none" || n == RAW || n == "peer-raw" {
+        if n.is_empty()
+            || n == "none"
+            || [RAW, RAW_URING, "peer-raw", "peer-raw-uring"].contains(&n)
+        {
             continue;
         }
         list.push(Server::builtin(n, bin_dir)?);
@@ -193,6 +196,7 @@ pub fn server_list(a: &CompareArgs, bin_dir: &std::path::Path) -> Result<Vec<Ser
     }
     if !a.no_raw {
         list.push(Server::builtin(RAW, bin_dir)?);
+        list.push(Server::builtin(RAW_URING, bin_dir)?);
     }
     for (i, s) in list.iter().enumerate() {
         if list[..i].iter().any(|o| o.name == s.name) {

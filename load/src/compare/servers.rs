@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 
 /// The name the raw TCP ceiling goes by.
 pub const RAW: &str = "raw";
+/// The raw TCP ceiling on io_uring (`peer-raw-uring`), the ceiling of `wsreactor --io-uring`.
+pub const RAW_URING: &str = "raw-uring";
+/// `wsreactor --io-uring`.
+pub const WSREACTOR_URING: &str = "wsreactor-uring";
 /// The built-in WebSocket servers, by name, and their binaries.
 pub const BUILTINS: [(&str, &str); 3] = [
     ("wsreactor", "wsreactor"),
@@ -86,6 +90,10 @@ impl Server {
         let name = name.trim().trim_start_matches("peer-");
         let bin = if name == RAW {
             "peer-raw"
+        } else if name == RAW_URING {
+            "peer-raw-uring"
+        } else if name == WSREACTOR_URING {
+            "wsreactor"
         } else {
             BUILTINS
                 .iter()
@@ -93,19 +101,24 @@ impl Server {
                 .map(|(_, b)| *b)
                 .ok_or_else(|| {
                     format!(
-                        "unknown built-in server {name:?} (known: wsreactor, fastwebsockets, \
-                         tungstenite, raw; give your own with --server NAME=COMMAND)"
+                        "unknown built-in server {name:?} (known: wsreactor, wsreactor-uring, \
+                         fastwebsockets, tungstenite, raw, raw-uring; give your own with \
+                         --server NAME=COMMAND)"
                     )
                 })?
         };
+        let mut argv = vec![
+            bin_dir.join(bin).to_string_lossy().into_owned(),
+            "--listen".into(),
+            "127.0.0.1:{port}".into(),
+        ];
+        if name == WSREACTOR_URING {
+            argv.push("--io-uring".into());
+        }
         Ok(Server {
             name: name.to_string(),
-            launch: Launch::Command(vec![
-                bin_dir.join(bin).to_string_lossy().into_owned(),
-                "--listen".into(),
-                "127.0.0.1:{port}".into(),
-            ]),
-            raw: name == RAW,
+            launch: Launch::Command(argv),
+            raw: name == RAW || name == RAW_URING,
             path: "/".into(),
             builtin: true,
         })
@@ -180,7 +193,8 @@ impl Server {
             return None;
         }
         let file = Path::new(argv.first()?).file_name()?.to_str()?;
-        (file == "peer-raw" || BUILTINS.iter().any(|(_, b)| *b == file)).then_some(file)
+        (file == "peer-raw" || file == "peer-raw-uring" || BUILTINS.iter().any(|(_, b)| *b == file))
+            .then_some(file)
     }
 
     /// Starts the server (a `Command`, pinned to `cpu`) or connects to nothing (a `Target`),

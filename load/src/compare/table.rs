@@ -3,7 +3,7 @@
 //! Markdown table and the bar chart's data. Works on [`Results`] only: it must not start
 //! servers or run workloads, so `--from-json` can re-render a table without running anything.
 
-use super::servers::RAW;
+use super::servers::{RAW, RAW_URING};
 use super::{shapes, EchoRun, Results, Shape};
 use crate::report::thousands;
 use crate::stats::{spread, Spread};
@@ -162,6 +162,8 @@ pub struct Table {
     pub rows: Vec<((Shape, String), BTreeMap<String, Cell>)>,
     /// Raw ceiling per shape.
     pub raw: BTreeMap<Shape, Cell>,
+    /// The io_uring raw ceiling per shape, its ratios against the epoll one.
+    pub raw_uring: BTreeMap<Shape, Cell>,
     /// Memory per server.
     pub memory: BTreeMap<String, MemCell>,
     /// The server the `vs` column divides by.
@@ -172,7 +174,11 @@ impl Table {
     /// Aggregates all runs.
     pub fn build(res: &Results, names: &[String]) -> Table {
         let baseline = res.baseline.clone().unwrap_or_else(|| "wsreactor".into());
-        let ws: Vec<String> = names.iter().filter(|n| *n != RAW).cloned().collect();
+        let ws: Vec<String> = names
+            .iter()
+            .filter(|n| *n != RAW && *n != RAW_URING)
+            .cloned()
+            .collect();
         let mut rows = Vec::new();
         for shape in run_shapes(res) {
             let raw_runs = by_round(res, RAW, shape, "raw");
@@ -219,6 +225,22 @@ impl Table {
                 raw.insert(shape, c);
             }
         }
+        let mut raw_uring = BTreeMap::new();
+        for shape in run_shapes(res) {
+            let runs: Vec<&EchoRun> = res
+                .echo
+                .iter()
+                .filter(|r| r.server == RAW_URING && r.shape == shape)
+                .collect();
+            let ok: Vec<&EchoReport> = runs.iter().filter_map(|r| r.report.as_ref().ok()).collect();
+            if let Some(mut c) = aggregate(&ok, runs.len() - ok.len()) {
+                let mine = by_round(res, RAW_URING, shape, "raw");
+                let raw_runs = by_round(res, RAW, shape, "raw");
+                c.vs_raw = paired(&mine, &raw_runs, msgs_per_s);
+                c.cpu_vs_raw = paired(&mine, &raw_runs, server_us_per_msg);
+                raw_uring.insert(shape, c);
+            }
+        }
         let mut memory = BTreeMap::new();
         for s in &ws {
             let ok: Vec<&ConnectionsReport> = res
@@ -253,6 +275,7 @@ impl Table {
             servers: ws,
             rows,
             raw,
+            raw_uring,
             memory,
             baseline,
         }
@@ -341,6 +364,9 @@ impl Table {
             };
             let wl = format!("{} raw TCP", shape.label());
             line(&mut s, &wl, "raw (ceiling)", c);
+            if let Some(c) = self.raw_uring.get(&shape) {
+                line(&mut s, &wl, "raw-uring (io_uring ceiling)", c);
+            }
         }
         if !self.memory.is_empty() {
             let _ = writeln!(

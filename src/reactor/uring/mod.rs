@@ -1,0 +1,431 @@
+//! The io_uring backend of the reactor: where completions come from and how bytes move, for
+//! a [`Server`] whose `Config::io_uring` was granted.
+//!
+//! Owns the ring, the provided-buffer ring ([`bufring`]) and the loop that turns completions
+//! into the calls the epoll loop makes: a receive completion becomes `read_ready` of its
+//! connection (which takes the bytes through its [`UringTcp`] transport), a send completion
+//! becomes `flush` (as a writable edge would), an accept completion becomes `admit`. What a
+//! connection does with its bytes, timers, handed-in work, the memory budget and shutdown are
+//! the reactor's shared code, not duplicated here. Every request of a loop turn (sends,
+//! receives to arm, cancels) goes to the kernel in the one `io_uring_enter` that also waits
+//! for the next completions, with the timer wheel's timeout.
+//!
+//! The wakers stay `mio::Waker`s on the reactor's `Poll`: the ring polls the epoll descriptor
+//! itself, so a wake (a shutdown, handed-in work, a publish from another reactor) completes
+//! that poll, and `ShutdownHandle`, `ServerHandle` and the thread group need no change.
+//!
+//! Must not hold anything per idle connection: the buffers are the reactor's, and a
+//! connection's io_uring state exists only while it is busy ([`crate::transport::uring`]).
+
+use std::os::fd::{AsRawFd, FromRawFd};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::*;
+use crate::transport::uring::{op, send_user_data, user_data, with_staging};
+use crate::transport::UringTcp;
+
+mod bufring;
+
+use bufring::BufRing;
+
+/// Set to make io_uring setup fail, so that the epoll fallback can be tested.
+pub(crate) const REFUSE_ENV: &str = "WSREACTOR_IO_URING_REFUSE";
+
+/// Receive buffers per reactor: a power of two. A completion takes one and the loop hands it
+/// back in the same turn, so these only need to cover the receives of one turn.
+const BUFFERS: u16 = 256;
+/// Bytes per receive buffer at most (and at most `read_buffer_size`, so that one read of the
+/// shared read buffer takes a whole completion).
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// A reactor's ring and what it has outstanding on it.
+pub(crate) struct Ring {
+    // Dropped before `bufs`: the kernel must be done with the buffers first.
+    ring: IoUring,
+    bufs: BufRing,
+    /// The multishot accept is outstanding.
+    accept_armed: bool,
+    /// Connections accepted while accepting was paused, admitted when it resumes.
+    held: Vec<mio::net::TcpStream>,
+    /// What the memory account was charged for the bytes the staging holds.
+    charged: usize,
+    completions: Vec<(u64, i32, u32)>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// Sets up a ring and probes every operation the backend needs; the error says why not.
+    pub(crate) fn new(config: &Config) -> io::Result<Ring> {
+        if std::env::var_os(REFUSE_ENV).is_some() {
+            return Err(io::Error::other(format!("{REFUSE_ENV} is set")));
+        }
+        let entries = 1024;
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 8)
+            // The thread that runs the reactor enables it (`run`): it is then the ring's only
+            // submitter, and completions' task work runs only when it asks for completions.
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .build(entries)?;
+        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
+            return Err(io::Error::other("the kernel lacks EXT_ARG or NODROP"));
+        }
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let needed = [
+            ("accept", opcode::AcceptMulti::CODE),
+            ("recv", opcode::RecvMulti::CODE),
+            ("send", opcode::Send::CODE),
+            ("poll_add", opcode::PollAdd::CODE),
+            ("async_cancel", opcode::AsyncCancel::CODE),
+        ];
+        for (name, code) in needed {
+            if !probe.is_supported(code) {
+                return Err(io::Error::other(format!("the kernel refuses {name}")));
+            }
+        }
+        let size = BUFFER_SIZE.min(config.read_buffer_size);
+        let bufs = BufRing::new(&ring, BUFFERS, size)?;
+        Ok(Ring {
+            ring,
+            bufs,
+            accept_armed: false,
+            held: Vec::new(),
+            charged: 0,
+            completions: Vec::with_capacity(entries as usize),
+        })
+    }
+
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        // SAFETY: every entry's buffers (send bytes, the buffer ring) outlive its completion:
+        // see `Staging` and `BufRing`.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    fn arm_accept(&mut self, listener: RawFd) -> io::Result<()> {
+        self.accept_armed = true;
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        self.push(
+            opcode::AcceptMulti::new(types::Fd(listener))
+                .flags(flags)
+                .build()
+                .user_data(user_data(op::ACCEPT, 0, 0)),
+        )
+    }
+
+    fn arm_wake(&mut self, epoll: RawFd) -> io::Result<()> {
+        self.push(
+            opcode::PollAdd::new(types::Fd(epoll), libc::POLLIN as u32)
+                .build()
+                .user_data(user_data(op::WAKE, 0, 0)),
+        )
+    }
+
+    fn cancel(&mut self, target: u64) -> io::Result<()> {
+        self.push(
+            opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(user_data(op::CANCEL, 0, 0)),
+        )
+    }
+}
+
+use std::os::fd::RawFd;
+
+impl<H: Handler> Server<H> {
+    /// [`Server::run`] on the ring.
+    pub(super) fn run_uring(&mut self) -> io::Result<()> {
+        let mut ring = self.uring.take().expect("run_uring without a ring");
+        with_staging(|s| s.reset());
+        let outcome = self.serve_uring(&mut ring);
+        self.uring = Some(ring);
+        outcome
+    }
+
+    fn serve_uring(&mut self, ring: &mut Ring) -> io::Result<()> {
+        ring.ring.submitter().register_enable_rings()?;
+        let epoll = self.poll.as_raw_fd();
+        let mut events = Events::with_capacity(64);
+        ring.arm_wake(epoll)?;
+        self.listener_ready = true;
+        loop {
+            if self.requested.load(Ordering::Acquire) && self.shutdown_deadline.is_none() {
+                self.begin_shutdown();
+                if ring.accept_armed {
+                    ring.cancel(user_data(op::ACCEPT, 0, 0))?;
+                }
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.slots.is_empty() || self.shared.now >= deadline {
+                    self.drop_all();
+                    return Ok(());
+                }
+            }
+            self.accept_turn(ring)?;
+            self.submit_staged(ring)?;
+            let timeout = self.poll_timeout();
+            let outcome = if timeout.is_zero() {
+                ring.ring.submit()
+            } else {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                ring.ring.submitter().submit_with_args(1, &args)
+            };
+            match outcome {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+            self.shared.now = self.start.elapsed().as_millis() as u64;
+            if self.shared.topics.arrived() {
+                self.run_handed_work();
+            }
+            let mut completions = std::mem::take(&mut ring.completions);
+            completions.extend(
+                ring.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(data, result, flags) in &completions {
+                let key = data as u32;
+                let generation = (data >> 32) as u32 & 0xff_ffff;
+                match data >> 56 {
+                    op::RECV => self.received(ring, key, generation, result, flags),
+                    op::SEND => self.sent(key, generation, data, result),
+                    op::ACCEPT => self.accepted(ring, result, flags),
+                    op::HANGUP => {
+                        if let Some(slot) = self.slots.get_mut(key as usize) {
+                            if slot.generation & 0xff_ffff == generation {
+                                slot.peer_closed = true;
+                                self.read_ready(key as usize);
+                            }
+                        }
+                    }
+                    op::WAKE => {
+                        // Drains the waker's edge so that the epoll descriptor reads as idle.
+                        let _ = self.poll.poll(&mut events, Some(Duration::ZERO));
+                        self.run_handed_work();
+                        ring.arm_wake(epoll)?;
+                    }
+                    _ => {} // a cancel's own completion
+                }
+            }
+            completions.clear();
+            ring.completions = completions;
+            ring.bufs.publish();
+            self.serve_ready_list();
+            self.run_timers();
+            self.flush_dirty();
+            self.charge_staged(ring);
+            self.budget_turn();
+        }
+    }
+
+    /// Counts what the staging holds (parked input, bytes being sent) in the memory budget.
+    fn charge_staged(&mut self, ring: &mut Ring) {
+        let held = with_staging(|s| s.held + s.parked_bytes);
+        let account = &mut self.shared.pool.account;
+        if held > ring.charged {
+            account.charge(held - ring.charged);
+        } else {
+            account.refund(ring.charged - held);
+        }
+        ring.charged = held;
+    }
+
+    /// The live generation of slot `key` if it is the one `generation` names.
+    fn live(&self, key: u32, generation: u32) -> Option<u32> {
+        let slot = self.slots.get(key as usize)?;
+        (slot.generation & 0xff_ffff == generation).then_some(slot.generation)
+    }
+
+    fn received(&mut self, ring: &mut Ring, key: u32, generation: u32, result: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        let more = cqueue::more(flags);
+        let live = self.live(key, generation);
+        if let Some(full) = live {
+            if result > 0 {
+                if let Some(bid) = bid {
+                    let bytes = ring.bufs.bytes(bid, result as usize);
+                    with_staging(|s| s.offer(key, bytes));
+                    self.read_ready(key as usize);
+                    let alive = self.live(key, generation).map(|_| full);
+                    with_staging(|s| s.park_rest(key, alive));
+                }
+            } else if result == 0 || (result != -libc::ENOBUFS && result != -libc::ECANCELED) {
+                // The end of the stream (or an error), behind whatever is parked.
+                with_staging(|s| s.end(key, -result));
+                if let Some(slot) = self.slots.get_mut(key as usize) {
+                    slot.peer_closed = true;
+                }
+                self.read_ready(key as usize);
+            }
+        }
+        if let Some(bid) = bid {
+            ring.bufs.push(bid);
+        }
+        if more || self.live(key, generation).is_none() {
+            return;
+        }
+        let full = live.unwrap_or(0);
+        if with_staging(|s| s.recv_ended(key)) {
+            with_staging(|s| s.to_arm.push((key, full)));
+        } else if !with_staging(|s| s.ended(key)) {
+            // Stopped while the connection does not take input: the peer's FIN or RST must
+            // still be seen, as an epoll edge would announce it.
+            if let Some(fd) = self.uring_fd(key, full) {
+                let events = (libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
+                let _ = ring.push(
+                    opcode::PollAdd::new(types::Fd(fd), events)
+                        .build()
+                        .user_data(user_data(op::HANGUP, key, full)),
+                );
+            }
+        }
+    }
+
+    fn sent(&mut self, key: u32, generation: u32, data: u64, result: i32) {
+        let Some(outcome) = with_staging(|s| s.sent(key, data, result)) else {
+            return;
+        };
+        let Some(full) = self.live(key, generation) else {
+            return;
+        };
+        match outcome {
+            Ok(true) => self.flush(key as usize),
+            Ok(false) => with_staging(|s| s.to_send.push((key, full))),
+            Err(_) => self.remove(key as usize, CloseCause::Io),
+        }
+    }
+
+    fn accepted(&mut self, ring: &mut Ring, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            ring.accept_armed = false;
+            // Ended (cancelled for a pause, or by the kernel): armed again by `accept_turn`
+            // unless accepting is paused, which re-arms it when it resumes. A resume that came
+            // before this completion found it still armed.
+            self.listener_ready = true;
+        }
+        if result < 0 {
+            if result != -libc::ECANCELED {
+                // Out of descriptors or similar: retried at the next timer sweep.
+                log::error!("accept failed: {}", io::Error::from_raw_os_error(-result));
+                self.accept_paused = true;
+            }
+            return;
+        }
+        // SAFETY: the kernel just made this descriptor for us; nothing else owns it.
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(result) };
+        if self.listener.is_none() {
+            return; // shutting down: dropped
+        }
+        let stream = mio::net::TcpStream::from_std(stream);
+        if self.accept_paused || self.refuses_more() {
+            self.accept_paused = true;
+            ring.held.push(stream);
+            if ring.accept_armed {
+                // Until a slot frees, the kernel's backlog holds the rest, as with epoll.
+                let _ = ring.cancel(user_data(op::ACCEPT, 0, 0));
+            }
+            return;
+        }
+        self.admit(stream);
+    }
+
+    /// Resumes accepting when the shared code says the listener may have more (`listener_ready`).
+    fn accept_turn(&mut self, ring: &mut Ring) -> io::Result<()> {
+        if !std::mem::take(&mut self.listener_ready) || self.accept_paused {
+            return Ok(());
+        }
+        while !ring.held.is_empty() {
+            if self.refuses_more() {
+                self.accept_paused = true;
+                return Ok(());
+            }
+            let stream = ring.held.remove(0);
+            self.admit(stream);
+        }
+        if let Some(listener) = &self.listener {
+            if !ring.accept_armed {
+                let fd = listener.as_raw_fd();
+                ring.arm_accept(fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes what the turn staged: receives to arm, receives to cancel, sends.
+    fn submit_staged(&mut self, ring: &mut Ring) -> io::Result<()> {
+        let (mut arm, mut cancel, mut send) = with_staging(|s| {
+            (
+                std::mem::take(&mut s.to_arm),
+                std::mem::take(&mut s.to_cancel),
+                std::mem::take(&mut s.to_send),
+            )
+        });
+        for &(key, generation) in &arm {
+            if let Some(fd) = self.uring_fd(key, generation) {
+                let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
+                    .build()
+                    .user_data(user_data(op::RECV, key, generation));
+                ring.push(entry)?;
+            }
+        }
+        for &(key, generation) in &cancel {
+            ring.cancel(user_data(op::RECV, key, generation))?;
+        }
+        for &(key, generation) in &send {
+            let Some(fd) = self.uring_fd(key, generation) else {
+                continue;
+            };
+            let Some((ptr, len)) = with_staging(|s| s.begin_send(key)) else {
+                continue;
+            };
+            let entry = opcode::Send::new(types::Fd(fd), ptr, len as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(send_user_data(key, generation));
+            ring.push(entry)?;
+        }
+        // Keep the allocations.
+        arm.clear();
+        cancel.clear();
+        send.clear();
+        with_staging(|s| {
+            if s.to_arm.is_empty() {
+                s.to_arm = arm;
+            }
+            if s.to_cancel.is_empty() {
+                s.to_cancel = cancel;
+            }
+            if s.to_send.is_empty() {
+                s.to_send = send;
+            }
+        });
+        Ok(())
+    }
+
+    /// The socket of slot `key` if it is still the connection `generation` names.
+    fn uring_fd(&mut self, key: u32, generation: u32) -> Option<RawFd> {
+        let slot = self.slots.get_mut(key as usize)?;
+        match slot.transport.get_mut() {
+            SlotTransport::Uring(t) if t.generation() == generation => Some(t.fd()),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn transport(stream: mio::net::TcpStream, key: usize, generation: u32) -> SlotTransport {
+    SlotTransport::Uring(UringTcp::new(stream, key, generation))
+}
