@@ -10,20 +10,24 @@
 //! The publisher joins `/room/bench` on PUB_ADDR, the SUBSCRIBERS (default 10) on SUB_ADDR.
 //! Phase 1 publishes RATE messages per second (default 2,000) for SECONDS (default 5), each
 //! carrying its send time, and prints p50/p99/max of send-to-receive over every subscriber's
-//! copy. Phase 2 publishes BURST messages (default 200,000) as fast as the socket takes them
-//! and prints how many the first subscriber received and at what rate (first send to last
-//! receive). The binary's rooms send a member's own messages back to it; a thread discards
+//! copy. Phase 2 publishes BURST messages (default 200,000) as fast as the first subscriber
+//! keeps up (at most [`WINDOW`] sent and not yet received by it, so the room's slow-subscriber
+//! limit is not what is measured) and prints how many it received and at what rate (first
+//! send to last receive). The binary's rooms send a member's own messages back to it; a thread discards
 //! the publisher's copies unread.
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
 /// Bytes of each message: a tag, a sequence number and a send time, padded.
 const PAYLOAD: usize = 64;
+/// Burst messages sent ahead of what the first subscriber has received.
+const WINDOW: u64 = 2_000;
 
 fn join(addr: &str) -> WebSocket<TcpStream> {
     let stream = TcpStream::connect(addr).expect("connect");
@@ -81,9 +85,11 @@ fn main() {
     // Each subscriber reports (phase, latency in ns, received at) per message it reads.
     let (tx, rx) = mpsc::channel::<(u8, u64, Instant)>();
     let mut readers = Vec::new();
+    let first_got = Arc::new(AtomicU64::new(0));
     for s in 0..subscribers {
         let mut ws = join(sub_addr);
         let tx = tx.clone();
+        let first_got = Arc::clone(&first_got);
         readers.push(std::thread::spawn(move || {
             let (mut got_steady, mut got_burst) = (0u64, 0u64);
             while got_steady < steady || got_burst < burst {
@@ -96,7 +102,12 @@ fn main() {
                 };
                 match phase {
                     1 => got_steady += 1,
-                    2 => got_burst += 1,
+                    2 => {
+                        got_burst += 1;
+                        if s == 0 {
+                            first_got.store(got_burst, Ordering::Relaxed);
+                        }
+                    }
                     _ => {}
                 }
                 if phase == 1 || s == 0 {
@@ -130,7 +141,21 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let burst_start = Instant::now();
+    let mut stalls = 0;
     for seq in 0..burst {
+        if seq >= WINDOW + first_got.load(Ordering::Relaxed) {
+            publisher.flush().expect("flush");
+            // Wait for the first subscriber; a message that was dropped would stall this
+            // forever (at most once), so a stall longer than a second moves on.
+            let stalled = Instant::now();
+            while seq >= WINDOW + first_got.load(Ordering::Relaxed) {
+                if stalled.elapsed() > Duration::from_secs(1) {
+                    stalls += 1;
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
         let at = epoch.elapsed().as_nanos() as u64;
         publisher.write(message(2, seq, at)).expect("publish");
         if seq % 64 == 63 {
@@ -163,7 +188,8 @@ fn main() {
     );
     let took = last.duration_since(burst_start).as_secs_f64();
     println!(
-        "burst: {burst_got} of {burst} received by subscriber 0 in {took:.3} s: {:.0} messages/s",
+        "burst: {burst_got} of {burst} received by subscriber 0 in {took:.3} s: {:.0} messages/s \
+         ({stalls} window stalls over 1 s)",
         burst_got as f64 / took.max(1e-9)
     );
 }
