@@ -166,11 +166,13 @@ pub(crate) fn with_staging<R>(f: impl FnOnce(&mut Staging) -> R) -> R {
 }
 
 impl Staging {
-    /// Forgets everything: a new `run` on this thread starts clean.
-    pub(crate) fn reset(&mut self) {
+    /// Forgets everything: a new `run` on this thread starts clean. `keys`: the most slot
+    /// keys there will be, reserved up front as the slab is (pages never touched are never
+    /// resident, and the table never doubles and copies under a connection storm).
+    pub(crate) fn reset(&mut self, keys: usize) {
+        self.extras = Vec::with_capacity(keys);
         self.input_len = 0;
         self.input_key = u32::MAX;
-        self.extras.clear();
         self.to_send.clear();
         self.to_arm.clear();
         self.to_cancel.clear();

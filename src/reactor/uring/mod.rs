@@ -146,7 +146,8 @@ impl<H: Handler> Server<H> {
     /// [`Server::run`] on the ring.
     pub(super) fn run_uring(&mut self) -> io::Result<()> {
         let mut ring = self.uring.take().expect("run_uring without a ring");
-        with_staging(|s| s.reset());
+        let keys = self.shared.config.max_connections;
+        with_staging(|s| s.reset(keys));
         let outcome = self.serve_uring(&mut ring);
         self.uring = Some(ring);
         outcome

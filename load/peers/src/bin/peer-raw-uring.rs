@@ -95,9 +95,10 @@ impl Peer {
     fn close(&mut self, key: usize) {
         if let Some(conn) = self.conns[key].take() {
             if let Some(Some(bid)) = conn.sending {
-                // The send's completion will come for a closed key; its buffer is given
-                // back then would be wrong for a reused key, so give it back now: the
-                // shutdown below ends the send before the kernel reuses it.
+                // Its completion would name a key that may be reused by then, so the buffer
+                // goes back now. The send may still read it after the shutdown below; what it
+                // would send then goes to a socket being closed. A benchmark peer's trade-off:
+                // connections close only when a run ends.
                 self.give_back(bid);
             }
             // SAFETY: a plain call on a socket we own; ends the multishot receive, which
