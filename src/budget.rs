@@ -13,7 +13,7 @@
 //! size plus the capacity of its buffers (output backlog, message being assembled, request
 //! head) plus [`INFLATER_ESTIMATE`] while it holds a decompressor; [`TLS_CONNECTION_ESTIMATE`]
 //! per TLS connection; and a connection's context takeover windows (permessage-deflate, at
-//! most 2^bits bytes each way), recounted after each compressed message and refunded when
+//! most 2^bits + 4 KiB bytes), recounted after each compressed message and refunded when
 //! the connection goes. A box is recounted at a few points only: when the pool hands it out
 //! or takes it back, and after each flush of its connection (the end of every read, write,
 //! timer or send to it), never per byte. Not counted: the kernel's socket buffers, the

@@ -85,7 +85,7 @@ pub struct Config {
     /// `server_no_context_takeover; client_no_context_takeover`, so no connection keeps
     /// compression state between messages (one compressor per window size and a few
     /// decompressors per reactor); [`Compression::ContextTakeover`] keeps each direction's
-    /// window across messages where the client allows it (2^bits bytes each way per
+    /// window across messages where the client allows it (up to 2^bits + 4 KiB bytes per
     /// connection that used it, counted in `max_memory`). Default `Off` (the library's; the
     /// binary chooses its own).
     pub compression: Compression,

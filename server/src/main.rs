@@ -114,7 +114,7 @@ struct Args {
     /// permessage-deflate: `no-context-takeover` negotiates it (each message compressed on
     /// its own; no per-connection compression state), `context-takeover` keeps each
     /// direction's window across messages where the client allows it (up to
-    /// 2^--compression-window-bits bytes each way per connection), `off` never negotiates it.
+    /// 2^--compression-window-bits + 4 KiB bytes per connection), `off` never negotiates it.
     /// The binary's default is on: the library's is off.
     #[arg(long, value_enum, default_value_t = CompressionArg::NoContextTakeover)]
     compression: CompressionArg,

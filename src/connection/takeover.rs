@@ -7,7 +7,7 @@
 //! Must not touch frames or the handler.
 
 use super::*;
-use crate::deflate::context::Window;
+use crate::deflate::context::{Window, SEND_DICTIONARY};
 use crate::deflate::{Agreement, Inflater};
 use crate::metrics::DEFLATE_IN;
 

@@ -20,9 +20,10 @@ pub enum Compression {
     /// Negotiated with context takeover wherever the client allows it (RFC 7692 §7.1.1):
     /// each direction's LZ77 window of `window_bits` (9..=15) carries over from message to
     /// message, which compresses repetitive traffic far better, at the cost of keeping that
-    /// window (2^bits bytes each way) per connection. No compressor or decompressor is kept
-    /// per connection: a bounded set is parked per reactor (`Config::compression_live`) and a
-    /// connection without one resumes from its window (see `deflate::context`).
+    /// window per connection (2^bits bytes of what it receives, at most 4 KiB of what it
+    /// sends). No compressor or decompressor is kept per connection: a bounded set is parked
+    /// per reactor (`Config::compression_live`) and a connection without one resumes from
+    /// its window (see `deflate::context`).
     ContextTakeover {
         /// The largest window either side may use; a smaller one the client asks for is
         /// honoured.
