@@ -30,7 +30,7 @@ fn json(size: usize, seed: u32) -> Vec<u8> {
             i % 211,
             i.wrapping_mul(31) % 1000,
             i % 100,
-            if i % 3 == 0 { "buy" } else { "sell" }
+            if i.is_multiple_of(3) { "buy" } else { "sell" }
         ));
         i = i.wrapping_mul(1_103_515_245).wrapping_add(12345) >> 8;
     }

@@ -346,7 +346,11 @@ fn a_receiver_without_the_window_cannot_follow() {
         compressed: false,
         cuts: vec![],
     };
-    let first = exchange(&mut server, encode(&mut side, &[m.clone()]), &[4096]);
+    let first = exchange(
+        &mut server,
+        encode(&mut side, std::slice::from_ref(&m)),
+        &[4096],
+    );
     assert_eq!(decode(&mut side, &first), vec![(true, msg.clone())]);
     let second = exchange(&mut server, encode(&mut side, &[m]), &[4096]);
     side.inflate.reset(false);

@@ -20,7 +20,9 @@ impl Connection {
         let bits = agreement.server_window_bits;
         self.stream = Some(Box::new(Stream {
             token: pool.deflate.new_token(),
-            send: agreement.server_takeover.then(|| (bits, Window::new(bits))),
+            send: agreement
+                .server_takeover
+                .then(|| (bits, Window::at_most(bits, SEND_DICTIONARY))),
             recv: agreement
                 .client_takeover
                 .then(|| Window::new(agreement.client_bits())),
