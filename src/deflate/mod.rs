@@ -127,6 +127,10 @@ pub(crate) struct Codec {
     live_compressors: Live<(u8, Compress)>,
     /// Decompressors of context-taking-over streams, parked between messages.
     live_inflaters: Live<Inflater>,
+    /// One compressor no stream has, kept for the next resume: freeing and allocating one
+    /// (about 270 KiB) per message fragmented the heap, measured as 333 KB of RSS per idle
+    /// connection with `compression_live` 0.
+    spare_compressor: Option<Box<(u8, Compress)>>,
     /// A window laid out for `set_dictionary`.
     dictionary: Vec<u8>,
     /// The last [`Stream::token`] given out.
@@ -186,7 +190,11 @@ impl Codec {
             Some(parked) => parked,
             None => {
                 resumed = true;
-                let mut compressor = match self.live_compressors.evict_if_full(live) {
+                let reusable = self
+                    .live_compressors
+                    .evict_if_full(live)
+                    .or_else(|| self.spare_compressor.take());
+                let mut compressor = match reusable {
                     Some(mut c) if c.0 == bits => {
                         c.1.reset();
                         c
@@ -205,8 +213,10 @@ impl Codec {
         };
         compress_into(&mut compressor.1, data, out);
         window.push(data);
-        // Whatever no longer fits is freed: its owner resumes from its window.
-        drop(self.live_compressors.park(stream.token, compressor, live));
+        // Whatever no longer fits is kept as the spare: its owner resumes from its window.
+        if let Some(evicted) = self.live_compressors.park(stream.token, compressor, live) {
+            self.spare_compressor = Some(evicted);
+        }
         resumed
     }
 
