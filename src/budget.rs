@@ -11,13 +11,16 @@
 //!
 //! What is counted: every [`Busy`] box of the reactor, lent to a connection or pooled, as its
 //! size plus the capacity of its buffers (output backlog, message being assembled, request
-//! head) plus [`INFLATER_ESTIMATE`] while it holds a decompressor; and
-//! [`TLS_CONNECTION_ESTIMATE`] per TLS connection plus the buffers it holds while bytes are in
-//! flight (recounted after each flush). A box is recounted at a few points only:
-//! when the pool hands it out or takes it back, and after each flush of its connection (the
-//! end of every read, write, timer or send to it), never per byte. Not counted: the kernel's
-//! socket buffers, the reactor's read buffer and slab, the reactor-wide deflate state (a
-//! fixed few MiB at most), the allocator's own overhead.
+//! head) plus [`INFLATER_ESTIMATE`] while it holds a decompressor; [`TLS_CONNECTION_ESTIMATE`]
+//! per TLS connection plus the TLS buffers it holds while bytes are in flight (recounted
+//! after each flush); and a connection's context takeover windows (permessage-deflate, at
+//! most 2^bits + 4 KiB bytes), recounted after each compressed message and refunded when
+//! the connection goes. A box is recounted at a few points only: when the pool hands it out
+//! or takes it back, and after each flush of its connection (the end of every read, write,
+//! timer or send to it), never per byte. Not counted: the kernel's socket buffers, the
+//! reactor's read buffer and slab, the reactor-wide deflate state (a fixed few MiB at most,
+//! plus the live (de)compressors parked for context takeover: `compression_live` of each),
+//! the TLS spare buffers (at most 16 × 32 KiB per reactor), the allocator's own overhead.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -85,8 +85,16 @@ pub struct Config {
     /// [`Compression::NoContextTakeover`] accepts the first offer it can honour, answering
     /// `server_no_context_takeover; client_no_context_takeover`, so no connection keeps
     /// compression state between messages (one compressor per window size and a few
-    /// decompressors per reactor). Default `Off` (the library's; the binary chooses its own).
+    /// decompressors per reactor); [`Compression::ContextTakeover`] keeps each direction's
+    /// window across messages where the client allows it (up to 2^bits + 4 KiB bytes per
+    /// connection that used it, counted in `max_memory`). Default `Off` (the library's; the
+    /// binary chooses its own).
     pub compression: Compression,
+    /// With [`Compression::ContextTakeover`]: how many live compressors, and as many
+    /// decompressors, a reactor keeps parked between messages for the connections that used
+    /// them last (each about 270 KiB and 40 KiB at window 15). A connection whose state was
+    /// not kept resumes from its window, which costs time, not correctness. Default 32.
+    pub compression_live: usize,
     /// Messages shorter than this are sent uncompressed on a connection that negotiated
     /// compression (deflate costs more than it saves on them). Default 256 bytes.
     pub compression_threshold: usize,
@@ -180,6 +188,7 @@ impl Default for Config {
             compression: Compression::Off,
             compression_threshold: 256,
             compression_level: 1,
+            compression_live: 32,
             tls: None,
             io_uring: false,
             max_memory: 1 << 30,
@@ -216,6 +225,8 @@ pub enum ConfigError {
     SubscriberBacklogOverMax,
     /// `compression_level` is not 1..=9.
     CompressionLevelOutOfRange,
+    /// The context takeover window is not 9..=15 bits.
+    CompressionWindowOutOfRange,
     /// `max_memory` is below 1 MiB.
     MemoryBudgetTooSmall,
     /// `metrics_path` does not start with `/`.
@@ -240,6 +251,9 @@ impl std::fmt::Display for ConfigError {
                 "max_subscriber_backlog must not exceed max_backlog"
             }
             ConfigError::CompressionLevelOutOfRange => "compression_level must be 1..=9",
+            ConfigError::CompressionWindowOutOfRange => {
+                "the compression window must be 9..=15 bits"
+            }
             ConfigError::MemoryBudgetTooSmall => "max_memory must be at least 1 MiB",
             ConfigError::MetricsPathNotAbsolute => "metrics_path must start with /",
         })
@@ -359,6 +373,11 @@ impl Config {
             (
                 !(1..=9).contains(&self.compression_level),
                 CompressionLevelOutOfRange,
+            ),
+            (
+                matches!(self.compression, Compression::ContextTakeover { window_bits }
+                    if !(9..=15).contains(&window_bits)),
+                CompressionWindowOutOfRange,
             ),
             (self.max_memory < 1 << 20, MemoryBudgetTooSmall),
             (

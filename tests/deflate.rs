@@ -236,3 +236,96 @@ fn invalid_deflate_data_or_inflated_text_is_1007() {
     send_frame(&mut s, 0x41, &bad);
     assert_eq!(close_code(&mut s), 1007);
 }
+
+/// Raw deflate of `data` as the next message of `c`'s stream: sync flush, tail stripped.
+fn deflate_next(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let start = c.total_in();
+    loop {
+        let used = (c.total_in() - start) as usize;
+        c.compress_vec(&data[used..], &mut out, FlushCompress::Sync)
+            .unwrap();
+        if (c.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// Inflates the next message of `d`'s stream.
+fn inflate_next(d: &mut Decompress, data: &[u8]) -> Vec<u8> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(1 << 20);
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .unwrap();
+    out
+}
+
+const TAKEOVER: Compression = Compression::ContextTakeover { window_bits: 15 };
+
+#[test]
+fn context_takeover_carries_both_streams_over_between_messages() {
+    let server = start(TAKEOVER, 1 << 20);
+    let (mut s, head) = connect(server.addr, Some(OFFER));
+    assert!(
+        head.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n"
+        ),
+        "{head}"
+    );
+    let mut c = Compress::new_with_window_bits(Level::new(6), false, 15);
+    let mut d = Decompress::new_with_window_bits(false, 15);
+    let mut sizes = Vec::new();
+    for i in 0..40 {
+        let text = format!(
+            "{{\"seq\":{},\"rows\":[{}]}}",
+            i % 2,
+            "{\"id\":1234,\"name\":\"a fairly long name\",\"price\":12.50},".repeat(20)
+        );
+        send_frame(&mut s, 0xc1, &deflate_next(&mut c, text.as_bytes()));
+        let (b0, payload) = read_frame(&mut s);
+        assert_eq!(b0, 0xc1, "compressed echo {i}");
+        sizes.push(payload.len());
+        assert_eq!(inflate_next(&mut d, &payload), text.as_bytes(), "echo {i}");
+    }
+    // Refers back into earlier messages: a repeat costs a few bytes.
+    assert!(sizes[3] * 4 < sizes[0], "{sizes:?}");
+}
+
+/// The resident set of this process, in KiB.
+fn rss_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_bomb_in_a_stream_taking_context_over_is_1009_and_memory_stays_bounded() {
+    let server = start(TAKEOVER, 1 << 20);
+    // The same stream on every connection: a valid message, then one that inflates to
+    // 16 MiB, past the 1 MiB limit, referring back into the first.
+    let first = b"{\"hello\":\"world\",\"padding\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}".repeat(8);
+    let mut c = Compress::new_with_window_bits(Level::best(), false, 15);
+    let valid = deflate_next(&mut c, &first);
+    let bomb = deflate_next(&mut c, &vec![b'a'; 16 << 20]);
+    assert!(bomb.len() < 64 << 10);
+    let before = rss_kib();
+    for _ in 0..8 {
+        let (mut s, head) = connect(server.addr, Some(OFFER));
+        assert!(head.contains("client_max_window_bits=15"), "{head}");
+        send_frame(&mut s, 0xc1, &valid);
+        assert_eq!(read_frame(&mut s).0, 0xc1);
+        send_frame(&mut s, 0xc1, &bomb);
+        assert_eq!(close_code(&mut s), 1009);
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    // Inflated whole, 8 bombs would be 128 MiB; the limit stops each at 1 MiB. (Other tests
+    // in this process allocate too, hence the slack.)
+    assert!(grown_mib < 48, "RSS grew {grown_mib} MiB");
+}

@@ -112,10 +112,21 @@ struct Args {
     #[arg(long, default_value_t = Config::default().max_topics_per_connection)]
     max_topics_per_connection: usize,
     /// permessage-deflate: `no-context-takeover` negotiates it (each message compressed on
-    /// its own; no per-connection compression state), `off` never does. The binary's default
-    /// is on: the library's is off.
+    /// its own; no per-connection compression state), `context-takeover` keeps each
+    /// direction's window across messages where the client allows it (up to
+    /// 2^--compression-window-bits + 4 KiB bytes per connection), `off` never negotiates it.
+    /// The binary's default is on: the library's is off.
     #[arg(long, value_enum, default_value_t = CompressionArg::NoContextTakeover)]
     compression: CompressionArg,
+    /// With `--compression context-takeover`: the largest LZ77 window either side may use,
+    /// 9..=15 bits.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    compression_window_bits: u8,
+    /// With `--compression context-takeover`: live compressors (and as many decompressors)
+    /// each reactor keeps parked between messages; a connection without one resumes its
+    /// stream from its window.
+    #[arg(long, default_value_t = Config::default().compression_live)]
+    compression_live: usize,
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = Config::default().compression_threshold)]
     compression_threshold: usize,
@@ -195,6 +206,8 @@ enum CompressionArg {
     Off,
     /// Negotiate it without context takeover in either direction.
     NoContextTakeover,
+    /// Negotiate it with context takeover where the client allows it.
+    ContextTakeover,
 }
 
 impl Args {
@@ -231,7 +244,11 @@ impl Args {
             compression: match self.compression {
                 CompressionArg::Off => Compression::Off,
                 CompressionArg::NoContextTakeover => Compression::NoContextTakeover,
+                CompressionArg::ContextTakeover => Compression::ContextTakeover {
+                    window_bits: self.compression_window_bits,
+                },
             },
+            compression_live: self.compression_live,
             compression_threshold: self.compression_threshold,
             compression_level: self.compression_level,
             tls: match (&self.tls_cert, &self.tls_key) {

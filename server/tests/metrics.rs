@@ -246,6 +246,15 @@ fn a_known_traffic_pattern_is_counted_exactly() {
         ("wsreactor_backlog_drops_total", 0.0),
         ("wsreactor_handler_panics_total", 0.0),
         ("wsreactor_subscribers", 0.0),
+        // No client here offered compression.
+        (
+            "wsreactor_deflate_bytes_total{direction=\"in\",form=\"compressed\"}",
+            0.0,
+        ),
+        (
+            "wsreactor_deflate_bytes_total{direction=\"out\",form=\"plain\"}",
+            0.0,
+        ),
         // Two reactor threads (asked for above): every figure here is their sum.
         ("wsreactor_reactors", 2.0),
     ];
@@ -344,4 +353,104 @@ fn wait_for_refusals(metrics_addr: SocketAddr, silent: &TcpStream, addr: SocketA
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Compressed traffic from python-websockets (context takeover both ways, every message
+/// compressed) on two connections taking turns on one reactor that keeps one live
+/// (de)compressor: every message finds the other connection's parked, so each resumes from
+/// its window; when both have closed, nothing stays parked.
+#[test]
+fn compressed_traffic_counts_bytes_both_ways_and_resumes() {
+    let Some(python) = ["python3", "/usr/bin/python3"].into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import websockets, prometheus_client"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must have python3-websockets (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: python3 has no websockets or prometheus_client");
+        return;
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsreactor"));
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--compression",
+        "context-takeover",
+        "--compression-live",
+        "1",
+    ]);
+    let server = common::Process::start(&mut command);
+    let addr: SocketAddr = server.addr.parse().expect("address");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/deflate_client.py");
+    let status = Command::new(python)
+        .args([script, &format!("ws://{addr}/"), "2", "30"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        let Some(samples) = parse(&scrape(addr, "/metrics")) else {
+            return;
+        };
+        let parked = value(&samples, "wsreactor_deflate_parked{direction=\"in\"}");
+        if (value(&samples, "wsreactor_connections") <= 1.0 && parked == 0.0)
+            || Instant::now() > deadline
+        {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let bytes = |direction: &str, form: &str| {
+        value(
+            &samples,
+            &format!("wsreactor_deflate_bytes_total{{direction=\"{direction}\",form=\"{form}\"}}"),
+        )
+    };
+    let received = value(&samples, "wsreactor_messages_received_total{kind=\"text\"}")
+        + value(
+            &samples,
+            "wsreactor_messages_received_total{kind=\"binary\"}",
+        );
+    assert_eq!(received, 60.0);
+    // The JSON-like text compresses several times over, both ways.
+    assert!(
+        bytes("in", "plain") > 3.0 * bytes("in", "compressed"),
+        "{samples:#?}"
+    );
+    assert!(
+        bytes("out", "plain") > 3.0 * bytes("out", "compressed"),
+        "{samples:#?}"
+    );
+    // What came in inflated is what went out compressed, less the echoes below the
+    // compression threshold (256 B), which went out plain.
+    assert!(bytes("out", "plain") <= bytes("in", "plain"));
+    assert!(bytes("out", "plain") > 0.9 * bytes("in", "plain"));
+    // Every message arrived compressed, and each took its turn after the other connection.
+    let resumes_in = value(
+        &samples,
+        "wsreactor_deflate_resumes_total{direction=\"in\"}",
+    );
+    assert_eq!(resumes_in, received);
+    let resumes_out = value(
+        &samples,
+        "wsreactor_deflate_resumes_total{direction=\"out\"}",
+    );
+    assert!((20.0..=60.0).contains(&resumes_out), "{resumes_out}");
+    for direction in ["in", "out"] {
+        let series = format!("wsreactor_deflate_parked{{direction=\"{direction}\"}}");
+        assert_eq!(
+            value(&samples, &series),
+            0.0,
+            "{series}: freed with their connections"
+        );
+    }
 }

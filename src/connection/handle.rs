@@ -7,6 +7,7 @@
 //! [`Peers`] while it is served), so nothing is aliased.
 
 use super::*;
+use crate::metrics::DEFLATE_OUT;
 
 impl Connection {
     /// Calls the handler with a handle on this connection. A panic in the callback fails
@@ -217,9 +218,23 @@ impl<'a> Conn<'a> {
             return SendStatus::Closed;
         }
         let bits = self.conn.deflate_bits().unwrap_or(15);
+        let config = self.ctx.config;
         let codec = &mut self.ctx.pool.deflate;
         let mut out = std::mem::take(&mut codec.scratch);
-        codec.compress(bits, self.ctx.config.compression_level, payload, &mut out);
+        match self.conn.stream.as_deref_mut().filter(|s| s.send.is_some()) {
+            Some(stream) => {
+                let level = config.compression_level;
+                if codec.compress_stream(stream, level, config.compression_live, payload, &mut out)
+                {
+                    self.ctx.stats.deflate_resumes[DEFLATE_OUT].bump();
+                }
+                self.conn.recount_stream(self.ctx.pool);
+            }
+            None => codec.compress(bits, config.compression_level, payload, &mut out),
+        }
+        let stats = self.ctx.stats;
+        stats.deflate_plain[DEFLATE_OUT].add(payload.len() as u64);
+        stats.deflate_compressed[DEFLATE_OUT].add(out.len() as u64);
         let head = FrameHead {
             opcode,
             fin: true,

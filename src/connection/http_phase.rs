@@ -113,6 +113,7 @@ impl Connection {
                 if let Some(agreement) = deflate {
                     let bits = u16::from(agreement.server_window_bits.clamp(9, 15) - 8);
                     self.flags |= bits << DEFLATE_SHIFT;
+                    self.take_context_over(&agreement, env.pool);
                 }
                 self.state = State::Open;
                 self.flags |= OPENED;

@@ -29,6 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::buffers::{Busy, BusyPool, Cursor};
 use crate::config::{Config, HEADER_ARRAY};
+use crate::deflate::context::Stream;
 use crate::frame::{self, close_code, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::handler::{
     Close, CloseCause, ConnId, Handler, Message, MessageKind, MessagePart, SendStatus,
@@ -49,6 +50,7 @@ mod http_phase;
 mod reader;
 mod sender;
 mod shed;
+mod takeover;
 mod transform;
 
 use handle::guard;
@@ -101,6 +103,9 @@ const DEFLATE_BITS: u16 = 7 << DEFLATE_SHIFT;
 #[derive(Debug)]
 pub struct Connection {
     busy: Option<Box<Busy>>,
+    /// permessage-deflate with context takeover: the windows that carry over between
+    /// messages (see [`crate::deflate::context`]); `None` for every other connection.
+    stream: Option<Box<Stream>>,
     /// Milliseconds since the reactor's start at which `on_timeout` is due; 0 for none.
     deadline: u64,
     state: State,
@@ -238,6 +243,7 @@ impl Connection {
     pub(crate) fn new(now: u64, config: &Config) -> Self {
         Connection {
             busy: None,
+            stream: None,
             deadline: now + ms(config.handshake_timeout),
             state: State::Handshake,
             flags: 0,
@@ -378,6 +384,25 @@ impl Connection {
         self.notify_closed(close_code::ABNORMAL, "", cause, env);
         self.state = State::Closed;
         self.flags |= ABORT;
+        self.drop_stream(env.pool);
+    }
+
+    /// Frees the context takeover windows and whatever the connection had parked.
+    fn drop_stream(&mut self, pool: &mut BusyPool) {
+        if let Some(stream) = self.stream.take() {
+            pool.deflate.forget_stream(stream.token);
+            pool.account.refund(stream.accounted);
+        }
+    }
+
+    /// Brings what the context takeover windows count in the memory budget up to date.
+    fn recount_stream(&mut self, pool: &mut BusyPool) {
+        if let Some(stream) = self.stream.as_mut() {
+            let now = std::mem::size_of::<Stream>() + stream.allocated();
+            pool.account.charge(now);
+            pool.account.refund(stream.accounted);
+            stream.accounted = now;
+        }
     }
 
     /// Gives back any buffers; the connection is about to be dropped.

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::deflate::{self, Inflater};
+use crate::metrics::DEFLATE_IN;
 
 /// Unmasks `data`, the next bytes of a data message of `kind` (`None`: bytes that belong to no
 /// message being read, such as a control frame's or a skipped frame's), starting at key phase
@@ -88,18 +89,26 @@ impl Connection {
         end: bool,
         env: &mut Env<'_, H>,
     ) {
-        let busy = self.busy_mut(env.pool);
-        let mut inflater = match busy.inflater.take() {
+        env.stats.deflate_compressed[DEFLATE_IN].add(data.len() as u64);
+        let mut inflater = match self.busy_mut(env.pool).inflater.take() {
             Some(inflater) => inflater,
-            None => env.pool.deflate.take_inflater(),
+            None => self.inflater_for_message(env.pool, env.stats),
         };
         let mut outcome = self.inflate_input(&mut inflater, data, env);
         if outcome.is_ok() && end && self.message_goes_on() {
             outcome = self.inflate_input(&mut inflater, &deflate::TAIL, env);
         }
-        match self.busy.as_mut() {
-            Some(busy) => busy.inflater = Some(inflater),
-            None => env.pool.deflate.give_inflater(inflater),
+        let inflated_whole = outcome.is_ok() && end && self.message_goes_on();
+        let unparked = if inflated_whole {
+            self.park_inflater(inflater, env.pool, env.config)
+        } else {
+            Some(inflater)
+        };
+        if let Some(inflater) = unparked {
+            match self.busy.as_mut() {
+                Some(busy) => busy.inflater = Some(inflater),
+                None => env.pool.deflate.give_inflater(inflater),
+            }
         }
         match outcome {
             Err(InflateFailure::TooBig) => {
@@ -137,7 +146,11 @@ impl Connection {
         let limit = env.config.max_message_size;
         let mut pos = 0;
         if self.flags & STREAM_IN == 0 {
-            let busy = self.busy_mut(env.pool);
+            self.busy_mut(env.pool);
+            let Some(busy) = self.busy.as_deref_mut() else {
+                return Ok(()); // just made
+            };
+            let mut window = self.stream.as_deref_mut().and_then(|s| s.recv.as_mut());
             let text = busy.message_kind == Some(OpCode::Text);
             let out = &mut busy.message;
             loop {
@@ -151,6 +164,10 @@ impl Connection {
                 }
                 if text && busy.utf8.feed(&out[before..]).is_err() {
                     return Err(InflateFailure::BadText);
+                }
+                env.stats.deflate_plain[DEFLATE_IN].add((out.len() - before) as u64);
+                if let Some(window) = window.as_mut() {
+                    window.push(&out[before..]);
                 }
                 let produced = out.len() > before;
                 if (used == 0 && !produced) || (pos == input.len() && out.len() < out.capacity()) {
@@ -175,6 +192,10 @@ impl Connection {
             }
             let produced = !parts.is_empty();
             if produced {
+                env.stats.deflate_plain[DEFLATE_IN].add(parts.len() as u64);
+                if let Some(window) = self.recv_window() {
+                    window.push(&parts);
+                }
                 self.stream_part(&parts, false, env);
                 if !(self.message_goes_on() && self.flags & STREAM_IN != 0) {
                     break Ok(());

@@ -17,6 +17,18 @@ pub enum Compression {
     /// and inflated on its own, by one compressor and one decompressor per reactor, so a
     /// connection keeps no compression state between messages.
     NoContextTakeover,
+    /// Negotiated with context takeover wherever the client allows it (RFC 7692 §7.1.1):
+    /// each direction's LZ77 window of `window_bits` (9..=15) carries over from message to
+    /// message, which compresses repetitive traffic far better, at the cost of keeping that
+    /// window per connection (2^bits bytes of what it receives, at most 4 KiB of what it
+    /// sends). No compressor or decompressor is kept per connection: a bounded set is parked
+    /// per reactor (`Config::compression_live`) and a connection without one resumes from
+    /// its window (see `deflate::context`).
+    ContextTakeover {
+        /// The largest window either side may use; a smaller one the client asks for is
+        /// honoured.
+        window_bits: u8,
+    },
 }
 
 /// The parameters in force on a connection that negotiated permessage-deflate.
@@ -26,6 +38,23 @@ pub struct Agreement {
     pub server_window_bits: u8,
     /// We answered `server_max_window_bits` (the client asked for it: the answer must say it).
     pub answer_server_window_bits: bool,
+    /// What we send carries its window over from message to message.
+    pub server_takeover: bool,
+    /// What the client sends carries its window over: we keep that window.
+    pub client_takeover: bool,
+    /// The window of what the client sends, in bits: what we answered as
+    /// `client_max_window_bits` (if `Some`), else 15.
+    pub client_window_bits: Option<u8>,
+}
+
+impl Agreement {
+    /// The window we keep for what the client sends, in bits.
+    pub fn client_bits(&self) -> u8 {
+        // A zlib client asked for 8 uses 9; keeping 9 costs 256 bytes and covers both.
+        self.client_window_bits
+            .unwrap_or(MAX_WINDOW_BITS)
+            .max(MIN_PRODUCIBLE_WINDOW_BITS)
+    }
 }
 
 /// The largest LZ77 window, in bits.
@@ -74,6 +103,34 @@ fn serve(offer: &Offer, mode: Compression) -> Option<Agreement> {
             Some(Agreement {
                 server_window_bits: bits,
                 answer_server_window_bits: offer.server_max_window_bits.is_some(),
+                server_takeover: false,
+                client_takeover: false,
+                client_window_bits: None,
+            })
+        }
+        Compression::ContextTakeover { window_bits } => {
+            let limit = window_bits.clamp(MIN_PRODUCIBLE_WINDOW_BITS, MAX_WINDOW_BITS);
+            // Our window: at most what the client allows (a smaller one than it allows is
+            // always fine, its decompressor's window covers it), and at most our limit.
+            let allowed = offer.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS);
+            if allowed < MIN_PRODUCIBLE_WINDOW_BITS {
+                return None;
+            }
+            // The client's window we may bound only if it offered client_max_window_bits
+            // (§7.1.2.2); if it did not and our limit is below 15, its window would be 32 KiB:
+            // we ask it not to take context over instead (§7.1.1.2), so that what we keep per
+            // connection stays within the limit.
+            let client_window_bits = offer
+                .client_max_window_bits
+                .map(|value| value.unwrap_or(MAX_WINDOW_BITS).min(limit));
+            let client_takeover = !offer.client_no_context_takeover
+                && (client_window_bits.is_some() || limit == MAX_WINDOW_BITS);
+            Some(Agreement {
+                server_window_bits: allowed.min(limit),
+                answer_server_window_bits: offer.server_max_window_bits.is_some(),
+                server_takeover: !offer.server_no_context_takeover,
+                client_takeover,
+                client_window_bits,
             })
         }
     }
@@ -82,16 +139,31 @@ fn serve(offer: &Offer, mode: Compression) -> Option<Agreement> {
 /// Appends the `Sec-WebSocket-Extensions` header line (with its CRLF) for `agreement`.
 pub fn write_answer(out: &mut Vec<u8>, agreement: &Agreement) {
     out.extend_from_slice(b"Sec-WebSocket-Extensions: permessage-deflate");
-    out.extend_from_slice(b"; server_no_context_takeover; client_no_context_takeover");
+    if !agreement.server_takeover {
+        out.extend_from_slice(b"; server_no_context_takeover");
+    }
+    if !agreement.client_takeover {
+        out.extend_from_slice(b"; client_no_context_takeover");
+    }
     if agreement.answer_server_window_bits {
         out.extend_from_slice(b"; server_max_window_bits=");
-        let bits = agreement.server_window_bits;
-        if bits >= 10 {
-            out.push(b'1');
-        }
-        out.push(b'0' + bits % 10);
+        write_bits(out, agreement.server_window_bits);
+    }
+    if let Some(bits) = agreement
+        .client_window_bits
+        .filter(|_| agreement.client_takeover)
+    {
+        out.extend_from_slice(b"; client_max_window_bits=");
+        write_bits(out, bits);
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn write_bits(out: &mut Vec<u8>, bits: u8) {
+    if bits >= 10 {
+        out.push(b'1');
+    }
+    out.push(b'0' + bits % 10);
 }
 
 /// Parses one extension offer (`name; param[=value]; ...`). `None` for another extension
@@ -229,7 +301,10 @@ mod tests {
             a,
             Some(Agreement {
                 server_window_bits: 10,
-                answer_server_window_bits: true
+                answer_server_window_bits: true,
+                server_takeover: false,
+                client_takeover: false,
+                client_window_bits: None,
             })
         );
         let got = answer(&["permessage-deflate; server_max_window_bits=\"9\""]).unwrap();
@@ -336,5 +411,73 @@ mod tests {
         for v in ["", "7", "16", "08", "1", "100", " 9"] {
             assert_eq!(window_bits(v.as_bytes()), None, "{v}");
         }
+    }
+
+    fn takeover_answer(values: &[&str], window_bits: u8) -> Option<String> {
+        let mode = Compression::ContextTakeover { window_bits };
+        let agreement = negotiate(values.iter().map(|v| v.as_bytes()), mode)?;
+        let mut out = Vec::new();
+        write_answer(&mut out, &agreement);
+        let out = String::from_utf8(out).unwrap();
+        Some(
+            out.trim_end()
+                .trim_start_matches("Sec-WebSocket-Extensions: ")
+                .to_owned(),
+        )
+    }
+
+    #[test]
+    fn context_takeover_is_taken_where_the_client_allows_it() {
+        let t = |v: &str, bits| takeover_answer(&[v], bits);
+        // Both ways, window 15: nothing to say.
+        assert_eq!(
+            t("permessage-deflate", 15).as_deref(),
+            Some("permessage-deflate")
+        );
+        // Browsers offer client_max_window_bits: we answer the window we keep.
+        assert_eq!(
+            t("permessage-deflate; client_max_window_bits", 15).as_deref(),
+            Some("permessage-deflate; client_max_window_bits=15")
+        );
+        assert_eq!(
+            t("permessage-deflate; client_max_window_bits", 10).as_deref(),
+            Some("permessage-deflate; client_max_window_bits=10")
+        );
+        assert_eq!(
+            t("permessage-deflate; client_max_window_bits=9", 12).as_deref(),
+            Some("permessage-deflate; client_max_window_bits=9")
+        );
+        // A client that cannot be held to a small window is asked not to take over.
+        assert_eq!(
+            t("permessage-deflate", 10).as_deref(),
+            Some("permessage-deflate; client_no_context_takeover")
+        );
+        // Its demands are honoured, each direction on its own.
+        assert_eq!(
+            t("permessage-deflate; server_no_context_takeover", 15).as_deref(),
+            Some("permessage-deflate; server_no_context_takeover")
+        );
+        assert_eq!(
+            t(
+                "permessage-deflate; client_no_context_takeover; client_max_window_bits",
+                15
+            )
+            .as_deref(),
+            Some("permessage-deflate; client_no_context_takeover")
+        );
+        // Our window: at most what it allows and at most our limit, answered when asked.
+        assert_eq!(
+            t("permessage-deflate; server_max_window_bits=12", 10).as_deref(),
+            Some("permessage-deflate; client_no_context_takeover; server_max_window_bits=10")
+        );
+        assert_eq!(t("permessage-deflate; server_max_window_bits=8", 15), None);
+        let mode = Compression::ContextTakeover { window_bits: 11 };
+        let a = negotiate(
+            [b"permessage-deflate; client_max_window_bits=8".as_slice()],
+            mode,
+        )
+        .unwrap();
+        assert_eq!((a.server_window_bits, a.client_bits()), (11, 9));
+        assert!(a.server_takeover && a.client_takeover);
     }
 }

@@ -194,6 +194,17 @@ pub(crate) struct Counters {
     pub tls_handshake_failures: Counter,
     /// Bytes this reactor holds for its connections, as the budget counts them.
     pub memory_held: Gauge,
+    /// permessage-deflate, indexed by [`DEFLATE_IN`] (received) and [`DEFLATE_OUT`] (sent):
+    /// compressed payload bytes, and the bytes they inflate to (or were compressed from).
+    pub deflate_compressed: [Counter; 2],
+    pub deflate_plain: [Counter; 2],
+    /// Messages of a context takeover stream whose (de)compressor had to be primed from the
+    /// window (none was parked for it), by direction.
+    pub deflate_resumes: [Counter; 2],
+    /// Live decompressors ([`DEFLATE_IN`]) and compressors ([`DEFLATE_OUT`]) parked for
+    /// context takeover streams, and free decompressors (sampled at the timer sweep).
+    pub deflate_parked: [Gauge; 2],
+    pub deflate_free_inflaters: Gauge,
     /// From accept (or the previous plain HTTP answer) to the `101`.
     pub handshake: Histogram,
     /// TCP connections held, any state.
@@ -207,6 +218,11 @@ pub(crate) struct Counters {
     /// Connections subscribed to at least one topic.
     pub subscribers: Gauge,
 }
+
+/// The index of what was received in the per-direction deflate counters.
+pub(crate) const DEFLATE_IN: usize = 0;
+/// The index of what was sent.
+pub(crate) const DEFLATE_OUT: usize = 1;
 
 /// Counters indexed by a frame's 4-bit opcode, of which only text (1) and binary (2) are
 /// used: the bump then costs no compare and no bounds check (an opcode is below 16), which

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::counters::{RefusedBy, CAUSES, KINDS};
 use super::histogram::BOUNDS_MS;
-use super::{CloseCodeBucket, Counter, Counters};
+use super::{CloseCodeBucket, Counter, Counters, DEFLATE_IN, DEFLATE_OUT};
 
 /// Writes every metric, summed over `blocks`, into `out`.
 pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
@@ -310,6 +310,7 @@ pub(crate) fn render(blocks: &[Arc<Counters>], out: &mut Vec<u8>) {
         w.family(name, "gauge", help);
         w.sample(name, "", sum(&read));
     }
+    deflate(&mut w, blocks);
     w.family(
         "wsreactor_reactors",
         "gauge",
@@ -342,6 +343,54 @@ impl Writer<'_> {
     fn float(&mut self, name: &str, value: f64) {
         let _ = writeln!(self.out, "{name} {value}");
     }
+}
+
+/// permessage-deflate: bytes before and after deflate each way (their ratio is the
+/// compression ratio), streams resumed from their window, and the decompressor and
+/// compressor sets.
+fn deflate(w: &mut Writer<'_>, blocks: &[Arc<Counters>]) {
+    const WAYS: [(usize, &str); 2] = [(DEFLATE_IN, "in"), (DEFLATE_OUT, "out")];
+    let sum = |f: &dyn Fn(&Counters) -> u64| -> u64 { blocks.iter().map(|b| f(b)).sum() };
+    w.family(
+        "wsreactor_deflate_bytes_total",
+        "counter",
+        "permessage-deflate payload bytes: received (in) compressed and what they inflated to, sent (out) compressed and what they were compressed from.",
+    );
+    for (i, way) in WAYS {
+        let compressed = sum(&|b| b.deflate_compressed[i].get());
+        let plain = sum(&|b| b.deflate_plain[i].get());
+        for (form, n) in [("compressed", compressed), ("plain", plain)] {
+            let labels = format!("direction=\"{way}\",form=\"{form}\"");
+            w.sample("wsreactor_deflate_bytes_total", &labels, n);
+        }
+    }
+    w.family(
+        "wsreactor_deflate_resumes_total",
+        "counter",
+        "Compressed messages of context takeover streams whose decompressor (in) or compressor (out) was primed from the kept window because none was parked for the stream.",
+    );
+    for (i, way) in WAYS {
+        let labels = format!("direction=\"{way}\"");
+        let n = sum(&|b| b.deflate_resumes[i].get());
+        w.sample("wsreactor_deflate_resumes_total", &labels, n);
+    }
+    w.family(
+        "wsreactor_deflate_parked",
+        "gauge",
+        "Live decompressors (in) and compressors (out) parked for context takeover streams, at most --compression-live each per reactor (set at the timer sweep).",
+    );
+    for (i, way) in WAYS {
+        let labels = format!("direction=\"{way}\"");
+        let n = sum(&|b| b.deflate_parked[i].get());
+        w.sample("wsreactor_deflate_parked", &labels, n);
+    }
+    w.family(
+        "wsreactor_deflate_free_inflaters",
+        "gauge",
+        "Reset decompressors kept for reuse by messages without context takeover (set at the timer sweep).",
+    );
+    let n = sum(&|b| b.deflate_free_inflaters.get());
+    w.sample("wsreactor_deflate_free_inflaters", "", n);
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ mod exposition;
 mod histogram;
 mod listener;
 
-pub(crate) use counters::{kind_index, CloseCodeBucket, Counter, Counters, RefusedBy};
+pub(crate) use counters::{
+    kind_index, CloseCodeBucket, Counter, Counters, RefusedBy, DEFLATE_IN, DEFLATE_OUT,
+};
 pub(crate) use exposition::render;
 pub(crate) use histogram::Histogram;
 pub(crate) use listener::{spawn_listener, MetricsListener};

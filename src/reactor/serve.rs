@@ -268,6 +268,12 @@ impl<H: Handler> Server<H> {
         stats.topics.set(shared.topics.len());
         stats.subscribers.set(shared.topics.subscriber_count());
         stats.memory_held.set(shared.pool.account.held());
+        let (compressors, inflaters) = shared.pool.deflate.parked();
+        stats.deflate_parked[crate::metrics::DEFLATE_IN].set(inflaters);
+        stats.deflate_parked[crate::metrics::DEFLATE_OUT].set(compressors);
+        stats
+            .deflate_free_inflaters
+            .set(shared.pool.deflate.free_inflaters());
     }
 
     /// Runs the work other threads handed in through a [`ServerHandle`].

@@ -14,6 +14,8 @@
 #   AUTOBAHN_EXPECTED   expected-results file (default tests/autobahn/expected.txt).
 #   AUTOBAHN_OUT        report folder (default target/autobahn).
 #   AUTOBAHN_TIMEOUT    seconds before wstest is killed (default 900).
+#   AUTOBAHN_SERVER_ARGS  more options for the server, split at spaces (e.g.
+#                       '--compression context-takeover'); the results must match the same file.
 #   AUTOBAHN_TLS        1: serve TLS (a self-signed certificate made here with openssl) and
 #                       run the cases over wss://; the results must match the same file.
 #   AUTOBAHN_IO_URING   1: start the server with --io-uring, and fail unless its log says
@@ -196,7 +198,8 @@ fi
 
 # --- start the server ---------------------------------------------------------------------
 log "starting server on $scheme://127.0.0.1:$port (log: $server_log)"
-"$bin" --listen "127.0.0.1:$port" "${tls_args[@]}" >"$server_log" 2>&1 </dev/null &
+read -r -a server_args <<<"${AUTOBAHN_SERVER_ARGS:-}"
+"$bin" --listen "127.0.0.1:$port" "${tls_args[@]}" "${server_args[@]}" >"$server_log" 2>&1 </dev/null &
 server_pid=$!
 
 ready=0

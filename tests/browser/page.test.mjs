@@ -61,6 +61,29 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
+/** In `page`, opens a socket to /echo on the page's own server, sends `count` JSON-like
+ * messages that repeat (so a kept window shows), checks every echo, and returns the
+ * extensions the browser negotiated. */
+function compressedEchoes(page, count) {
+  return page.evaluate(async (count) => {
+    const base = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
+    const ws = new WebSocket(`${base}/echo`);
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error('socket error'));
+    });
+    for (let i = 0; i < count; i++) {
+      const text = JSON.stringify({ seq: i, rows: Array.from({ length: 50 }, (_, k) => ({ id: k, name: `row ${k % 7}` })) });
+      const echo = new Promise((resolve) => { ws.onmessage = (event) => resolve(event.data); });
+      ws.send(text);
+      if ((await echo) !== text) throw new Error(`echo ${i} differs`);
+    }
+    const extensions = ws.extensions;
+    ws.close(1000);
+    return extensions;
+  }, count);
+}
+
 describe('demo page in Chromium', () => {
   let page;
   const pageErrors = [];
@@ -91,6 +114,11 @@ describe('demo page in Chromium', () => {
     const reply = page.locator('#log li.reply[data-kind="text"]', { hasText: text });
     await reply.waitFor({ timeout: WAIT });
     assert.match(await reply.locator('.rtt').textContent(), /^\d+(\.\d+)? ms$/);
+  });
+
+  it('negotiates permessage-deflate (the binary default: no context takeover)', async () => {
+    const extensions = await compressedEchoes(page, 10);
+    assert.equal(extensions, 'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
   });
 
   it('echoes a binary message', async () => {
@@ -220,6 +248,27 @@ describe('page across a server restart', { skip: BIN ? false : 'WSREACTOR_BIN no
     server = await startServer(addr);
     await bothSocketsOpen(page);
     await nextPush(page);
+    await page.close();
+    server.child.kill('SIGTERM');
+    await once(server.child, 'exit');
+  });
+});
+
+describe('page on a server taking context over', { skip: BIN ? false : 'WSREACTOR_BIN not set' }, () => {
+  let server = null;
+
+  after(() => {
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+  });
+
+  it('keeps both streams across messages with Chromium', async () => {
+    server = await startServer('127.0.0.1:0', ['--compression', 'context-takeover', '--compression-live', '0']);
+    const page = await context.newPage();
+    await page.goto(`http://${server.addr}/`);
+    await bothSocketsOpen(page);
+    // Chromium offers client_max_window_bits and both takeovers; with nothing kept live, every
+    // message also resumes from its window.
+    assert.equal(await compressedEchoes(page, 30), 'permessage-deflate; client_max_window_bits=15');
     await page.close();
     server.child.kill('SIGTERM');
     await once(server.child, 'exit');

@@ -42,10 +42,15 @@ function startServer(args) {
 
 let tlsAddr;
 let plainAddr;
+let takeoverAddr;
 before(async () => {
   assert.ok(bin && cert && key, "WSREACTOR_BIN, TLS_CERT and TLS_KEY must be set (run.sh)");
   tlsAddr = await startServer(["--tls-cert", cert, "--tls-key", key]);
   plainAddr = await startServer([]);
+  // One live compressor per reactor for three connections: streams resume from windows too.
+  takeoverAddr = await startServer([
+    "--compression", "context-takeover", "--compression-live", "1", "--threads", "1",
+  ]);
 });
 after(() => {
   for (const child of servers) child.kill("SIGTERM");
@@ -107,3 +112,39 @@ for (const scheme of ["wss", "ws"]) {
     });
   }
 }
+
+// ws offers context takeover both ways (and client_max_window_bits): the server takes it,
+// so each connection's streams carry over between messages, in both directions.
+test("ws://, permessage-deflate with context takeover, three connections interleaved", async () => {
+  const answers = [];
+  const sockets = await Promise.all(
+    [0, 1, 2].map(
+      () =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(`ws://${takeoverAddr}/`, { perMessageDeflate: true });
+          ws.binaryType = "nodebuffer";
+          ws.once("upgrade", (res) => answers.push(res.headers["sec-websocket-extensions"]));
+          ws.once("open", () => resolve(ws));
+          ws.once("error", reject);
+        }),
+    ),
+  );
+  // Neither no_context_takeover: both directions carry over.
+  assert.deepEqual(answers, Array(3).fill("permessage-deflate; client_max_window_bits=15"));
+  const json = (i, c) =>
+    JSON.stringify({ conn: c, seq: i, rows: Array.from({ length: 40 + (i % 7) * 30 }, (_, k) => ({
+      id: (k * 7919 + i) % 1009, name: `item-${k % 37}`, price: ((k * 13) % 1000) / 10,
+    })) });
+  for (let round = 0; round < 20; round++) {
+    await Promise.all(sockets.map((ws, c) => echoAll(ws, [json(round, c), json(round + 1, c)])));
+    for (const ws of sockets) {
+      for (const event of ["message", "error", "close"]) ws.removeAllListeners(event);
+    }
+  }
+  await Promise.all(sockets.map((ws) => echoAll(ws, messages())));
+  for (const ws of sockets) {
+    const closed = new Promise((resolve) => ws.once("close", (code) => resolve(code)));
+    ws.close(1000, "done");
+    assert.equal(await closed, 1000);
+  }
+});
