@@ -126,6 +126,16 @@ pub fn echo_summary(r: &EchoReport) -> String {
     if let Some(o) = r.other_cpu_pct {
         let _ = writeln!(s, "  others     {o:.0}% of a core used by other processes");
     }
+    if let Some(c) = &r.compression {
+        let _ = writeln!(
+            s,
+            "  deflate    echoes {:.3} of their size on the wire ({} of {} compressed), sent {:.3}",
+            c.ratio_recv,
+            thousands(c.echoes_compressed as f64),
+            thousands(r.messages as f64),
+            c.ratio_sent
+        );
+    }
     let _ = writeln!(s, "  limit      {}", r.limit);
     let _ = writeln!(s, "  errors     {}", errors_line(&r.errors));
     s

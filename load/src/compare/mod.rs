@@ -360,6 +360,7 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
                 source_ips: 0,
                 server_pid: srv.pid(),
                 progress: !a.quiet,
+                tls: Default::default(),
             });
             if let Err(e) = &r {
                 eprintln!("compare: {} idle: {e}", s.name);

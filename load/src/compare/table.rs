@@ -491,6 +491,7 @@ mod tests {
             server_cpu_us_per_msg: Some(server_us),
             other_cpu_pct: Some(0.0),
             limit: "generator-bound".into(),
+            compression: None,
         }
     }
 
