@@ -15,8 +15,8 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 pub const OFFER: &str =
     "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
 
-/// The smallest message `--deflate` sends (a JSON object with its sequence number).
-pub const MIN_SIZE: usize = 32;
+/// The smallest message `--deflate` sends: `{"seq":"…","items":[],"pad":""}` and a byte.
+pub const MIN_SIZE: usize = 40;
 
 /// The tail a sync flush ends with, stripped from each message (RFC 7692 §7.2.1).
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn documents_have_the_exact_size_and_are_json_like() {
-        for size in [MIN_SIZE, 33, 200, 500, 16 * 1024, 64 * 1024] {
+        for size in [MIN_SIZE, MIN_SIZE + 1, 200, 500, 16 * 1024, 64 * 1024] {
             let b = JsonBodies::new(size).unwrap();
             let mut m = Vec::new();
             b.message_into(0x2a, &mut m);
