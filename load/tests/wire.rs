@@ -2,14 +2,15 @@
 //! with a certificate made at test time (rcgen), and the real `wsrload` binary against it:
 //! echo at small and large sizes, idle connections (full TLS handshakes), `--deflate` with
 //! every echo inflated and checked, and the refusals that show the checks are real (a
-//! certificate nobody trusts, a server that declines compression).
+//! certificate nobody trusts, a server that declines compression); and `compare --tls` and
+//! `compare --deflate` against their peers (peer-tungstenite-tls, peer-yawc).
 
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{binary, start_bin_with, Peer};
+use common::{binary, peer_binary, profile_dir, start_bin_with, Peer};
 
 fn scratch_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wsrload-wire-{}-{name}", std::process::id()));
@@ -206,4 +207,113 @@ fn deflate_over_plain_ws_and_a_server_that_declines() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("deflate-declined"), "{err}");
+}
+
+/// Runs `wsrload compare` with `extra` on built binaries, one short round; returns
+/// results.json and results.md.
+fn compare(name: &str, extra: &[&str]) -> (Value, String) {
+    binary("wsreactor-server", "wsreactor");
+    peer_binary("peer-tungstenite-tls");
+    peer_binary("peer-yawc");
+    let out = scratch_dir(name);
+    let o = Command::new(env!("CARGO_BIN_EXE_wsrload"))
+        .arg("compare")
+        .args(["--no-build", "--bin-dir"])
+        .arg(profile_dir())
+        .args([
+            "--rounds",
+            "1",
+            "--duration",
+            "0.4",
+            "--warmup",
+            "0.1",
+            "--quiet",
+        ])
+        .args(extra)
+        .arg("--out-dir")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsrload compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "compare {extra:?} failed: {stderr}");
+    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    let _ = std::fs::remove_dir_all(&out);
+    (serde_json::from_str(&json).expect("json"), md)
+}
+
+fn assert_clean_runs(v: &Value, names: &[&str]) {
+    let runs = v["echo"].as_array().expect("echo runs");
+    for name in names {
+        let run = runs
+            .iter()
+            .find(|r| r["server"] == *name)
+            .unwrap_or_else(|| panic!("no run for {name}: {v}"));
+        let rep = &run["report"]["Ok"];
+        assert!(u(rep, "messages") > 0, "{name}: {run}");
+        assert_eq!(u(rep, "error_total"), 0, "{name}: {run}");
+    }
+    assert!(
+        runs.iter().all(|r| r["server"] != "raw"),
+        "no raw ceiling: {v}"
+    );
+}
+
+#[test]
+fn compare_over_tls_and_compressed() {
+    let (v, md) = compare(
+        "compare-tls",
+        &[
+            "--tls",
+            "--idle",
+            "30",
+            "--servers",
+            "wsreactor,fastwebsockets,tungstenite",
+        ],
+    );
+    assert_clean_runs(&v, &["wsreactor", "tungstenite"]);
+    let runs = v["echo"].as_array().expect("runs");
+    assert!(
+        runs.iter().all(|r| r["server"] != "fastwebsockets"),
+        "no TLS there: {v}"
+    );
+    assert!(
+        runs.iter().all(|r| r["report"]["Ok"]["url"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("wss://")),
+        "{v}"
+    );
+    assert!(runs.iter().any(|r| r["shape"]["size"] == 1 << 20), "{v}");
+    // The idle workload: full TLS handshakes, rate and server CPU for each.
+    for m in v["memory"].as_array().expect("memory runs") {
+        let rep = &m["report"]["Ok"];
+        assert_eq!(u(rep, "opened"), 30, "{m}");
+        assert!(rep["server_cpu_us_per_handshake"].as_f64().is_some(), "{m}");
+    }
+    assert_eq!(v["memory"].as_array().map(|m| m.len()), Some(2), "{v}");
+    assert!(md.contains("Over: TLS"), "{md}");
+
+    let (v, md) = compare(
+        "compare-deflate",
+        &[
+            "--deflate",
+            "--idle",
+            "0",
+            "--only",
+            "400 B",
+            "--servers",
+            "wsreactor",
+        ],
+    );
+    assert_clean_runs(&v, &["wsreactor", "yawc"]);
+    for r in v["echo"].as_array().expect("runs") {
+        let rep = &r["report"]["Ok"];
+        assert_eq!(rep["kind"], "text", "{r}");
+        let c = &rep["compression"];
+        assert_eq!(u(c, "echoes_compressed"), u(rep, "messages"), "{r}");
+    }
+    assert!(md.contains("### Bytes on the wire"), "{md}");
+    assert!(md.contains("| 100 x 400 B | yawc |"), "{md}");
 }

@@ -283,6 +283,9 @@ impl Table {
             res.warmup_s,
             sys::cpu_count()
         );
+        if let Some(w) = &res.wire {
+            let _ = writeln!(s, "Over: {w}.\n");
+        }
         if let Some(m) = &res.mix {
             let _ = writeln!(
                 s,
