@@ -538,6 +538,7 @@ mod tests {
             memory: Vec::new(),
             baseline: None,
             mix: None,
+            wire: None,
         };
         let names: Vec<String> = ["wsreactor", "fastwebsockets", "raw"]
             .map(String::from)

@@ -33,14 +33,9 @@ async fn server_upgrade(req: Request<Incoming>) -> yawc::Result<Response<Empty<B
         };
         // Ping/pong and the close reply are yawc's; only data is echoed.
         while let Ok(frame) = ws.next_frame().await {
-            match frame.opcode {
-                OpCode::Text | OpCode::Binary => {
-                    if ws.send(frame).await.is_err() {
-                        break;
-                    }
-                }
-                OpCode::Close => break,
-                _ => {}
+            let data = matches!(frame.opcode, OpCode::Text | OpCode::Binary);
+            if frame.opcode == OpCode::Close || (data && ws.send(frame).await.is_err()) {
+                break;
             }
         }
     });
