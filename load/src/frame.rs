@@ -676,6 +676,27 @@ mod tests {
     }
 
     #[test]
+    fn rsv1_only_when_allowed_and_only_on_a_first_data_frame() {
+        let mut p = FrameParser::new();
+        assert_eq!(p.next(&[0xC1, 1, b'x']), Err(FrameError::Reserved));
+        let mut p = FrameParser::new();
+        p.allow_compressed();
+        let (_, ev) = p.next(&[0xC1, 1, b'x']).expect("compressed text");
+        assert!(matches!(ev, Some(Event::Data { end: true, .. })));
+        assert!(p.compressed());
+        p.next(&[0x81, 1, b'y']).expect("plain text");
+        assert!(!p.compressed());
+        // Not on a continuation, not on a control frame, and never RSV2 or RSV3.
+        p.next(&[0x41, 1, b'a']).expect("first fragment");
+        assert_eq!(p.next(&[0xC0, 1, b'b']), Err(FrameError::Reserved));
+        for bad in [&[0xC9, 0][..], &[0xA1, 0], &[0x91, 0]] {
+            let mut q = FrameParser::new();
+            q.allow_compressed();
+            assert_eq!(q.next(bad), Err(FrameError::Reserved), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_frame_that_has_fully_arrived_takes_one_call() {
         let mut bytes = Vec::new();
         for i in 0..50u8 {
