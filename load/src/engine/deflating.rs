@@ -17,8 +17,25 @@ pub(crate) struct Deflating {
 }
 
 impl Deflating {
+    /// The shared state of a `--deflate` run (`None` without it; an error for raw TCP).
+    pub(super) fn for_run(
+        on: bool,
+        mode: super::Mode,
+        shapes: &[Shape],
+    ) -> std::io::Result<Option<Box<Deflating>>> {
+        match (on, mode) {
+            (false, _) => Ok(None),
+            (true, super::Mode::Raw) => Err(std::io::Error::other(
+                "--deflate is for WebSocket echo, not raw TCP",
+            )),
+            (true, super::Mode::WebSocket) => Deflating::new(shapes)
+                .map(Some)
+                .map_err(std::io::Error::other),
+        }
+    }
+
     /// Documents for each shape of the mix.
-    pub(super) fn new(shapes: &[Shape]) -> Result<Box<Deflating>, String> {
+    fn new(shapes: &[Shape]) -> Result<Box<Deflating>, String> {
         let bodies = shapes
             .iter()
             .map(|s| JsonBodies::new(s.payload.size()))

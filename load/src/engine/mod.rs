@@ -140,26 +140,8 @@ impl Engine {
                 }
             })
             .collect();
-        let tls = match cfg.target.tls {
-            false => None,
-            true if cfg.mode == Mode::Raw => {
-                return Err(io::Error::other("TLS is for wss:// URLs, not raw TCP"))
-            }
-            true => Some(TlsClient {
-                config: tls::client_config(&cfg.wire.tls).map_err(io::Error::other)?,
-                name: tls::server_name(&cfg.target.host).map_err(io::Error::other)?,
-                plain: vec![0; tls::PLAIN_BUF],
-            }),
-        };
-        let deflate = match cfg.wire.deflate {
-            false => None,
-            true if cfg.mode == Mode::Raw => {
-                return Err(io::Error::other(
-                    "--deflate is for WebSocket echo, not raw TCP",
-                ))
-            }
-            true => Some(deflating::Deflating::new(&shapes).map_err(io::Error::other)?),
-        };
+        let tls = TlsClient::for_target(&cfg.target, cfg.mode, &cfg.wire.tls)?;
+        let deflate = deflating::Deflating::for_run(cfg.wire.deflate, cfg.mode, &shapes)?;
         let poll = Poll::new()?;
         let timer = match cfg.send_timer {
             true => SendTimer::new(poll.registry()).ok(),

@@ -163,6 +163,28 @@ pub(super) struct TlsClient {
     pub(super) plain: Vec<u8>,
 }
 
+impl TlsClient {
+    /// What `target` needs: `None` for `ws://`; for `wss://`, the configuration `opts` asks
+    /// for (an error for raw TCP, which has no TLS mode).
+    pub(super) fn for_target(
+        target: &super::Target,
+        mode: super::Mode,
+        opts: &TlsOptions,
+    ) -> io::Result<Option<TlsClient>> {
+        match (target.tls, mode) {
+            (false, _) => Ok(None),
+            (true, super::Mode::Raw) => {
+                Err(io::Error::other("TLS is for wss:// URLs, not raw TCP"))
+            }
+            (true, super::Mode::WebSocket) => Ok(Some(TlsClient {
+                config: client_config(opts).map_err(io::Error::other)?,
+                name: server_name(&target.host).map_err(io::Error::other)?,
+                plain: vec![0; PLAIN_BUF],
+            })),
+        }
+    }
+}
+
 /// One connection's TLS state.
 pub(super) struct TlsSession {
     conn: ClientConnection,
