@@ -231,6 +231,10 @@ pub struct FrameParser {
     in_message: bool,
     msg_fresh: bool,
     ctrl: Vec<u8>,
+    /// RSV1 is allowed on a message's first frame (permessage-deflate was agreed).
+    allow_rsv1: bool,
+    /// The current message's first frame had RSV1 set (it is compressed).
+    msg_compressed: bool,
 }
 
 impl Default for FrameParser {
@@ -253,7 +257,19 @@ impl FrameParser {
             in_message: false,
             msg_fresh: false,
             ctrl: Vec::new(),
+            allow_rsv1: false,
+            msg_compressed: false,
         }
+    }
+
+    /// Accepts RSV1 on the first frame of a message from now on (permessage-deflate).
+    pub fn allow_compressed(&mut self) {
+        self.allow_rsv1 = true;
+    }
+
+    /// Whether the current (or last) message had RSV1 on its first frame.
+    pub fn compressed(&self) -> bool {
+        self.msg_compressed
     }
 
     /// The common case, taken before [`FrameParser::next`]: a whole unfragmented text or
@@ -383,7 +399,10 @@ impl FrameParser {
     fn finish_header(&mut self, h: &[u8]) -> Result<Option<Event<'static>>, FrameError> {
         self.hdr_len = 0;
         let fin = h[0] & 0x80 != 0;
-        if h[0] & 0x70 != 0 {
+        let rsv1 = h[0] & 0x40 != 0;
+        if h[0] & 0x30 != 0
+            || (rsv1 && !(self.allow_rsv1 && matches!(h[0] & 0x0F, OP_TEXT | OP_BINARY)))
+        {
             return Err(FrameError::Reserved);
         }
         if h[1] & 0x80 != 0 {
@@ -421,6 +440,7 @@ impl FrameParser {
                 self.in_message = true;
                 self.msg_fresh = true;
                 self.msg_opcode = opcode;
+                self.msg_compressed = rsv1;
             }
             o => return Err(FrameError::BadOpcode(o)),
         }
@@ -653,6 +673,27 @@ mod tests {
         let mut q = FrameParser::new();
         assert_eq!(q.next(&[0x81]).expect("half a header"), (1, None));
         assert_eq!(q.whole_message(&[0x81, 1, b'b']), None);
+    }
+
+    #[test]
+    fn rsv1_only_when_allowed_and_only_on_a_first_data_frame() {
+        let mut p = FrameParser::new();
+        assert_eq!(p.next(&[0xC1, 1, b'x']), Err(FrameError::Reserved));
+        let mut p = FrameParser::new();
+        p.allow_compressed();
+        let (_, ev) = p.next(&[0xC1, 1, b'x']).expect("compressed text");
+        assert!(matches!(ev, Some(Event::Data { end: true, .. })));
+        assert!(p.compressed());
+        p.next(&[0x81, 1, b'y']).expect("plain text");
+        assert!(!p.compressed());
+        // Not on a continuation, not on a control frame, and never RSV2 or RSV3.
+        p.next(&[0x41, 1, b'a']).expect("first fragment");
+        assert_eq!(p.next(&[0xC0, 1, b'b']), Err(FrameError::Reserved));
+        for bad in [&[0xC9, 0][..], &[0xA1, 0], &[0x91, 0]] {
+            let mut q = FrameParser::new();
+            q.allow_compressed();
+            assert_eq!(q.next(bad), Err(FrameError::Reserved), "{bad:?}");
+        }
     }
 
     #[test]

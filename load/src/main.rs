@@ -3,7 +3,8 @@
 //! the run completed with errors (mismatched echoes, lost messages, failed connections).
 
 use clap::{Args, Parser, Subcommand};
-use load::engine::Mode;
+use load::engine::tls::{TlsOptions, TlsTrust};
+use load::engine::{Mode, Wire};
 use load::search::{self, SearchConfig};
 use load::units::{
     parse_duration, parse_kind_mix, parse_latency, parse_rate, parse_secs, parse_size_mix, KindMix,
@@ -80,7 +81,42 @@ struct Traffic {
     #[command(flatten)]
     modes: RateModes,
     #[command(flatten)]
+    tls: TlsArgs,
+    /// Offer permessage-deflate (no context takeover either way), send JSON-like text
+    /// (--kinds is not used) compressed, and check every echo after inflating it; reports
+    /// the bytes on the wire against the payload.
+    #[arg(long)]
+    deflate: bool,
+    #[command(flatten)]
     out: Output,
+}
+
+/// Trust for `wss://` URLs.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// wss://: trust the certificates in this PEM file (the server's self-signed certificate
+    /// or its CA); the server's name (the URL's host) is verified against them.
+    #[arg(long, help_heading = "TLS (wss://)")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// wss://: accept any certificate without verifying it (loopback testing only).
+    #[arg(long, conflicts_with = "tls_ca", help_heading = "TLS (wss://)")]
+    tls_insecure: bool,
+    /// wss://: resume TLS sessions when reconnecting (default: every handshake is a full one).
+    #[arg(long, help_heading = "TLS (wss://)")]
+    tls_resume: bool,
+}
+
+impl TlsArgs {
+    fn options(&self) -> TlsOptions {
+        TlsOptions {
+            trust: match (&self.tls_ca, self.tls_insecure) {
+                (Some(p), _) => TlsTrust::Ca(p.clone()),
+                (None, true) => TlsTrust::Insecure,
+                (None, false) => TlsTrust::Unset,
+            },
+            resume: self.tls_resume,
+        }
+    }
 }
 
 /// Open-loop modes: arrival-rate phases and the latency-bounded rate search.
@@ -170,7 +206,7 @@ impl Output {
 
 #[derive(Args, Debug)]
 struct EchoArgs {
-    /// ws://127.0.0.1:PORT/PATH
+    /// ws://127.0.0.1:PORT/PATH or wss://…
     url: String,
     /// Message type: text, binary, mixed (half each), or weighted, e.g. text:30,binary:70.
     #[arg(short = 'k', long = "kinds", visible_alias = "kind", default_value = "binary", value_parser = parse_kind_mix)]
@@ -189,7 +225,7 @@ struct RawArgs {
 
 #[derive(Args, Debug)]
 struct ConnArgs {
-    /// ws://127.0.0.1:PORT/PATH
+    /// ws://127.0.0.1:PORT/PATH or wss://… (every TLS handshake a full one)
     url: String,
     /// Idle connections to open and hold (at most 19,500).
     #[arg(short = 'n', long, default_value_t = 10_000)]
@@ -213,6 +249,8 @@ struct ConnArgs {
     #[arg(long)]
     server_pid: Option<i32>,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     out: Output,
 }
 
@@ -233,6 +271,10 @@ fn echo_config(mode: Mode, url: String, kinds: &KindMix, t: &Traffic) -> EchoCon
         server_pid: t.server_pid,
         send_timer: !t.ms_pacing,
         progress: t.out.progress(),
+        wire: Wire {
+            tls: t.tls.options(),
+            deflate: t.deflate,
+        },
     }
 }
 
@@ -344,6 +386,7 @@ fn run(cli: Cli) -> Result<bool, String> {
                 source_ips: a.source_ips,
                 server_pid: a.server_pid,
                 progress: a.out.progress(),
+                tls: a.tls.options(),
             })?;
             a.out.print(&r, report::connections_summary)?;
             Ok(r.error_total == 0 && r.probe_ok)

@@ -158,6 +158,7 @@ impl Session {
             rate_connections: cfg.connections,
             source_ips,
             send_timer: cfg.send_timer,
+            wire: cfg.wire.clone(),
         })
         .map_err(|e| e.to_string())?;
         eng.stop_sending();

@@ -2,6 +2,7 @@
 //! the same report structs).
 
 use crate::workloads::{ConnectionsReport, EchoReport};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 /// Formats a count with thousands separators.
@@ -126,6 +127,16 @@ pub fn echo_summary(r: &EchoReport) -> String {
     if let Some(o) = r.other_cpu_pct {
         let _ = writeln!(s, "  others     {o:.0}% of a core used by other processes");
     }
+    if let Some(c) = &r.compression {
+        let _ = writeln!(
+            s,
+            "  deflate    echoes {:.3} of their size on the wire ({} of {} compressed), sent {:.3}",
+            c.ratio_recv,
+            thousands(c.echoes_compressed as f64),
+            thousands(r.messages as f64),
+            c.ratio_sent
+        );
+    }
     let _ = writeln!(s, "  limit      {}", r.limit);
     let _ = writeln!(s, "  errors     {}", errors_line(&r.errors));
     s
@@ -188,5 +199,40 @@ mod tests {
         assert_eq!(size_label(16 << 10), "16 KiB");
         assert_eq!(size_label(1 << 20), "1 MiB");
         assert_eq!(size_label(1500), "1500 B");
+    }
+}
+
+/// Bytes on the wire (message payloads as framed, compressed or not; frame headers and TLS
+/// records not counted) against payload bytes, over the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressionReport {
+    /// Payload bytes of the messages sent.
+    pub payload_bytes_sent: u64,
+    /// Their bytes on the wire, compressed.
+    pub wire_bytes_sent: u64,
+    /// Payload bytes of the echoes, inflated.
+    pub payload_bytes_recv: u64,
+    /// Their bytes on the wire.
+    pub wire_bytes_recv: u64,
+    /// wire / payload of the echoes (the server's compression; 1.0 for none).
+    pub ratio_recv: f64,
+    /// wire / payload of the messages sent (the generator's compression).
+    pub ratio_sent: f64,
+    /// Echoes that came back compressed.
+    pub echoes_compressed: u64,
+}
+
+impl CompressionReport {
+    pub(crate) fn from_tally(t: &crate::engine::Tally) -> CompressionReport {
+        let ratio = |wire: u64, payload: u64| wire as f64 / payload.max(1) as f64;
+        CompressionReport {
+            payload_bytes_sent: t.sent_bytes,
+            wire_bytes_sent: t.sent_wire_bytes,
+            payload_bytes_recv: t.recv_bytes,
+            wire_bytes_recv: t.recv_wire_bytes,
+            ratio_recv: ratio(t.recv_wire_bytes, t.recv_bytes),
+            ratio_sent: ratio(t.sent_wire_bytes, t.sent_bytes),
+            echoes_compressed: t.recv_compressed,
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! connections to measure handshake rate and server memory per connection. Each returns a
 //! serialisable report; CPU and memory of the server are sampled from /proc at the window edges.
 
-use crate::engine::{auto_source_ips, Engine, EngineConfig, Mode, Target};
+use crate::engine::tls::TlsOptions;
+use crate::engine::{auto_source_ips, Engine, EngineConfig, Mode, Target, Wire};
 use crate::payload::{Kind, Mix};
 use crate::progress::Progress;
 use crate::stats::{self, LatencySummary};
@@ -54,6 +55,8 @@ pub struct EchoConfig {
     pub send_timer: bool,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// TLS trust for `wss://` URLs, and `--deflate`.
+    pub wire: Wire,
 }
 
 /// Result of an echo or raw run.
@@ -109,6 +112,9 @@ pub struct EchoReport {
     pub other_cpu_pct: Option<f64>,
     /// Which side was the limit.
     pub limit: String,
+    /// `--deflate`: bytes on the wire against payload bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::report::CompressionReport>,
 }
 
 /// One shape of a mix and how many of its echoes came back intact in the window.
@@ -128,6 +134,8 @@ impl EchoConfig {
     /// The mix these settings describe (raw TCP: the sizes only).
     pub fn mix(&self) -> Result<Mix, String> {
         match self.mode {
+            // --deflate sends JSON text, whatever the kinds.
+            Mode::WebSocket if self.wire.deflate => Mix::new(&self.sizes, &[(Kind::Text, 1)]),
             Mode::WebSocket => Mix::new(&self.sizes, &self.kinds),
             Mode::Raw => Mix::new(&self.sizes, &[(Kind::Binary, 1)]),
         }
@@ -264,6 +272,7 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
         rate_connections: cfg.connections,
         source_ips,
         send_timer: cfg.send_timer,
+        wire: cfg.wire.clone(),
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);
@@ -389,6 +398,10 @@ pub fn run_echo(cfg: &EchoConfig) -> Result<EchoReport, String> {
         server_cpu_us_per_msg: srv_cpu.and_then(|c| stats::cpu_us_per_msg(c, msgs)),
         other_cpu_pct: other_pct,
         limit: stats::limit_verdict(gen_pct, srv_pct).into(),
+        compression: cfg
+            .wire
+            .deflate
+            .then(|| crate::report::CompressionReport::from_tally(&tally)),
     })
 }
 
@@ -413,6 +426,8 @@ pub struct ConnectionsConfig {
     pub server_pid: Option<i32>,
     /// Draw a progress bar.
     pub progress: bool,
+    /// TLS trust for a `wss://` URL (every handshake a full one unless it asks to resume).
+    pub tls: TlsOptions,
 }
 
 /// Result of a `connections` run.
@@ -477,6 +492,10 @@ pub fn run_connections(cfg: &ConnectionsConfig) -> Result<ConnectionsReport, Str
         rate_connections: 1,
         source_ips,
         send_timer: false, // nothing is paced
+        wire: Wire {
+            tls: cfg.tls.clone(),
+            deflate: false,
+        },
     })
     .map_err(|e| e.to_string())?;
     let bar = Progress::new(cfg.progress);

@@ -37,6 +37,7 @@ fn echo_cfg(
         server_pid: Some(pid),
         send_timer: true,
         progress: false,
+        wire: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ fn echo_raw_and_connections_against_real_peers() {
         source_ips: 0,
         server_pid: Some(pid),
         progress: false,
+        tls: Default::default(),
     })
     .expect("connections run");
     assert_eq!(c.opened, 200);

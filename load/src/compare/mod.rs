@@ -14,6 +14,7 @@
 pub mod fanout;
 pub mod servers;
 pub mod table;
+mod wire;
 mod workload;
 
 use crate::payload::Kind;
@@ -118,6 +119,15 @@ pub struct CompareArgs {
     /// Do not run anything: rebuild the table and chart from a results.json written earlier.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
+    /// Everything over TLS, with a certificate made for the run: wsreactor and tungstenite
+    /// (as peer-tungstenite-tls; a --server COMMAND gets {tls-cert} and {tls-key}), 100 × 20 B
+    /// and 1 × 1 MiB echo, and the idle workload as full TLS handshakes. No raw ceiling.
+    #[arg(long, conflicts_with_all = ["deflate", "sizes", "target"])]
+    pub tls: bool,
+    /// Compressed (permessage-deflate): the servers that have it (wsreactor, yawc), 100 × 400 B
+    /// and 10 × 32 KiB JSON-like text, every echo inflated and checked. No raw ceiling.
+    #[arg(long, conflicts_with = "sizes")]
+    pub deflate: bool,
 }
 
 /// One echo run's outcome.
@@ -173,6 +183,9 @@ pub struct Results {
     /// text:1,binary:1" (absent without one).
     #[serde(default)]
     pub mix: Option<String>,
+    /// What the connections ran over besides plain WebSocket (`--tls`, `--deflate`).
+    #[serde(default)]
+    pub wire: Option<String>,
 }
 
 /// The list of servers the arguments name, in table order: built-ins, `--server` entries,
@@ -279,7 +292,8 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         Some(d) => d.clone(),
         None => servers::target_dir(&root)?.join("release"),
     };
-    let servers = server_list(a, &bin_dir)?;
+    let mut servers = server_list(a, &bin_dir)?;
+    let run_wire = wire::adapt(a, &mut servers, &bin_dir)?;
     let fanout_servers = fanout::servers(a, &bin_dir)?;
     if !a.no_build {
         servers::build_builtins(&root, &[servers.clone(), fanout_servers.clone()].concat())?;
@@ -323,9 +337,10 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
     };
 
     let mix = workload_mix(a)?;
-    let shapes: Vec<Shape> = match &mix {
-        Some(m) => vec![m.shape],
-        None => shapes(),
+    let shapes: Vec<Shape> = match (&mix, wire::shapes(a)) {
+        (Some(m), _) => vec![m.shape],
+        (None, Some(w)) => w,
+        (None, None) => shapes(),
     };
     let keep = |label: &str| match a.only.as_deref() {
         Some(o) => label.contains(o),
@@ -342,12 +357,14 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
         fanout: Vec::new(),
         baseline: Some(baseline.clone()),
         mix: mix.as_ref().map(|m| m.label.clone()),
+        wire: run_wire.label.clone(),
     };
     let started = Instant::now();
     // What runs against each shape: every WebSocket server in text and in binary (or in the
     // mix's kinds), and the raw ceiling once.
     let ws_kinds: Vec<Vec<(Kind, u32)>> = match &mix {
         Some(m) => vec![m.kinds.clone()],
+        None if a.deflate => vec![vec![(Kind::Text, 1)]],
         None => vec![vec![(Kind::Text, 1)], vec![(Kind::Binary, 1)]],
     };
     let units: Vec<(usize, UnitKinds)> = servers
@@ -401,6 +418,7 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
                 source_ips: 0,
                 server_pid: srv.pid(),
                 progress: !a.quiet,
+                tls: run_wire.wire.tls.clone(),
             });
             if let Err(e) = &r {
                 eprintln!("compare: {} idle: {e}", s.name);
@@ -447,7 +465,9 @@ pub fn run(a: &CompareArgs) -> Result<bool, String> {
                     Some(m) => m.sizes.clone(),
                     None => vec![(shape.size, 1)],
                 };
-                let r = workloads::run_echo(&echo_config(a, s, srv, shape, sizes, kind.clone()));
+                let mut cfg = echo_config(a, s, srv, shape, sizes, kind.clone());
+                cfg.wire = run_wire.wire.clone();
+                let r = workloads::run_echo(&cfg);
                 match &r {
                     Ok(rep) => eprintln!(
                         "  {:<15} {:<6} {:>12} msg/s  server {:>6.1}%  gen {:>5.1}%  errors {}",
@@ -496,6 +516,7 @@ fn write_outputs(
     let results = results.clone();
     let table = Table::build(&results, names);
     let md = table.markdown(&results)
+        + &wire::wire_bytes_section(&results, names)
         + &fanout::markdown(
             &results.fanout,
             results.baseline.as_deref().unwrap_or("wsreactor"),

@@ -26,14 +26,17 @@ pub const RAW_URING: &str = "raw-uring";
 /// `wsreactor --io-uring`.
 pub const WSREACTOR_URING: &str = "wsreactor-uring";
 /// The built-in WebSocket servers, by name, and their binaries.
-pub const BUILTINS: [(&str, &str); 5] = [
+pub const BUILTINS: [(&str, &str); 6] = [
     ("wsreactor", "wsreactor"),
     ("fastwebsockets", "peer-fastwebsockets"),
     ("tungstenite", "peer-tungstenite"),
+    ("yawc", "peer-yawc"),
     // Rooms on `/room/NAME` (other paths echo): the fan-out workloads' peer and ceiling.
     ("broadcast", "peer-broadcast"),
     ("raw-fanout", "peer-raw-fanout"),
 ];
+/// Binaries a built-in entry may run besides those of [`BUILTINS`] (`compare --tls`).
+pub const BUILTIN_VARIANTS: [&str; 1] = ["peer-tungstenite-tls"];
 /// How long a started server has to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -66,6 +69,8 @@ pub struct Server {
     /// One of the built-in peers, started from `--bin-dir` (a `--server` command that happens
     /// to run a binary of the same name is the user's, not ours to build or look for).
     pub builtin: bool,
+    /// Serves `wss://` (`compare --tls`).
+    pub tls: bool,
 }
 
 /// Splits `NAME=VALUE`; NAME is non-empty and made of letters, digits, `-`, `_` and `.`.
@@ -87,7 +92,7 @@ pub fn split_named(s: &str) -> Result<(String, String), String> {
 }
 
 impl Server {
-    /// A built-in entry: `wsreactor`, `fastwebsockets`, `tungstenite` or `raw`, run from
+    /// A built-in entry: `wsreactor`, `fastwebsockets`, `tungstenite`, `yawc` or `raw`, run from
     /// `bin_dir` as `BIN --listen 127.0.0.1:{port}`.
     pub fn builtin(name: &str, bin_dir: &Path) -> Result<Server, String> {
         let name = name.trim().trim_start_matches("peer-");
@@ -105,8 +110,8 @@ impl Server {
                 .ok_or_else(|| {
                     format!(
                         "unknown built-in server {name:?} (known: wsreactor, wsreactor-uring, \
-                         fastwebsockets, tungstenite, broadcast, raw-fanout, raw, raw-uring; \
-                         give your own with --server NAME=COMMAND)"
+                         fastwebsockets, tungstenite, yawc, broadcast, raw-fanout, raw, \
+                         raw-uring; give your own with --server NAME=COMMAND)"
                     )
                 })?
         };
@@ -124,6 +129,7 @@ impl Server {
             raw: name == RAW || name == RAW_URING,
             path: "/".into(),
             builtin: true,
+            tls: false,
         })
     }
 
@@ -147,6 +153,7 @@ impl Server {
             raw: false,
             path: "/".into(),
             builtin: false,
+            tls: false,
         })
     }
 
@@ -165,6 +172,7 @@ impl Server {
             raw: false,
             path: "/".into(),
             builtin: false,
+            tls: false,
         })
     }
 
@@ -196,8 +204,11 @@ impl Server {
             return None;
         }
         let file = Path::new(argv.first()?).file_name()?.to_str()?;
-        (file == "peer-raw" || file == "peer-raw-uring" || BUILTINS.iter().any(|(_, b)| *b == file))
-            .then_some(file)
+        (file == "peer-raw"
+            || file == "peer-raw-uring"
+            || BUILTINS.iter().any(|(_, b)| *b == file)
+            || BUILTIN_VARIANTS.contains(&file))
+        .then_some(file)
     }
 
     /// Starts the server (a `Command`, pinned to `cpu`) or connects to nothing (a `Target`),
@@ -250,7 +261,11 @@ impl Server {
                 }
             });
         }
-        let scheme = if self.raw { "tcp" } else { "ws" };
+        let scheme = match (self.raw, self.tls) {
+            (true, _) => "tcp",
+            (false, false) => "ws",
+            (false, true) => "wss",
+        };
         let pid = child.id() as i32;
         let mut inst = Instance {
             child: Some(child),

@@ -306,6 +306,9 @@ impl Table {
             res.warmup_s,
             sys::cpu_count()
         );
+        if let Some(w) = &res.wire {
+            let _ = writeln!(s, "Over: {w}.\n");
+        }
         if let Some(m) = &res.mix {
             let _ = writeln!(
                 s,
@@ -517,6 +520,7 @@ mod tests {
             server_cpu_us_per_msg: Some(server_us),
             other_cpu_pct: Some(0.0),
             limit: "generator-bound".into(),
+            compression: None,
         }
     }
 
@@ -561,6 +565,7 @@ mod tests {
             fanout: Vec::new(),
             baseline: None,
             mix: None,
+            wire: None,
         };
         let names: Vec<String> = ["wsreactor", "fastwebsockets", "raw"]
             .map(String::from)

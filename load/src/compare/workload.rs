@@ -142,5 +142,6 @@ pub(super) fn echo_config(
         server_pid: srv.pid(),
         send_timer: true,
         progress: !a.quiet,
+        wire: Default::default(),
     }
 }

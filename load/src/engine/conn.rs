@@ -5,6 +5,8 @@
 //! It must not poll, accept readiness or decide when a run starts or stops: that is the
 //! reactor's ([`super::Engine`]) and the workloads' job.
 
+use super::deflating::Deflating;
+use super::tls::TlsSession;
 use super::Mode;
 use crate::frame::{self, Event, FrameParser, MaskedBodies};
 use crate::handshake;
@@ -33,6 +35,12 @@ pub struct Tally {
     pub latency: Latency,
     /// Echoes received and checked, per shape of the mix (in the mix's order).
     pub recv_by_shape: Vec<u64>,
+    /// `--deflate`: message payload bytes sent as they went on the wire (compressed).
+    pub sent_wire_bytes: u64,
+    /// `--deflate`: echo payload bytes as they came off the wire (compressed or not).
+    pub recv_wire_bytes: u64,
+    /// `--deflate`: echoes that came back compressed.
+    pub recv_compressed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,12 @@ pub(super) struct Conn {
     pub(super) recv_off: usize,
     pub(super) bad: bool,
     pub(super) parser: FrameParser,
+    /// `wss://`: the connection's TLS state.
+    pub(super) tls: Option<Box<TlsSession>>,
+    /// The server agreed to permessage-deflate.
+    pub(super) deflated: bool,
+    /// A compressed echo that spans reads, gathered until its end (empty otherwise).
+    pub(super) zbuf: Vec<u8>,
     pub(super) hs_accept: String,
     pub(super) hs_buf: Vec<u8>,
     pub(super) depth: usize,
@@ -83,6 +97,8 @@ pub(super) struct Ctx {
     pub(super) sending: bool,
     pub(super) measuring: bool,
     pub(super) rate_interval: Option<Duration>,
+    /// `--deflate`: the shared codec and the JSON documents of each shape.
+    pub(super) deflate: Option<Box<Deflating>>,
     pub(super) tally: Tally,
     pub(super) errors: BTreeMap<String, u64>,
     pub(super) dirty: Vec<usize>,
@@ -153,6 +169,16 @@ impl Conn {
         let p = &shape.payload;
         let tag = p.tag(seq);
         match ctx.mode {
+            Mode::WebSocket if ctx.deflate.is_some() => {
+                let key = (key_pick as u32).to_ne_bytes();
+                let wire = ctx
+                    .deflate
+                    .as_deref_mut()
+                    .map_or(0, |d| d.push(&mut self.out, which, seq, key));
+                if ctx.measuring {
+                    ctx.tally.sent_wire_bytes += wire as u64;
+                }
+            }
             Mode::WebSocket => {
                 let opcode = p.kind().opcode();
                 shape
@@ -209,7 +235,7 @@ impl Conn {
         self.fill(ctx);
     }
 
-    fn complete_message(&mut self, ctx: &mut Ctx) {
+    pub(super) fn complete_message(&mut self, ctx: &mut Ctx) {
         let Some((sent, which)) = self.inflight.pop_front() else {
             return;
         };
@@ -260,6 +286,13 @@ impl Conn {
                     match handshake::check_response(&self.hs_buf, &self.hs_accept) {
                         Ok(None) => Ok(()),
                         Ok(Some(head)) => {
+                            if ctx.deflate.is_some() {
+                                match crate::deflate::accepted(&self.hs_buf[..head])? {
+                                    true => self.deflated = true,
+                                    false => return Err("deflate-declined"),
+                                }
+                                self.parser.allow_compressed();
+                            }
                             let rest = self.hs_buf.split_off(head);
                             self.on_open(ctx);
                             self.feed_frames(ctx, &rest)
@@ -336,6 +369,9 @@ impl Conn {
         if self.state == State::Closing {
             return Ok(()); // data after our close is discarded (§7)
         }
+        if self.deflated {
+            return self.on_deflated_data(ctx, opcode, start, end, payload);
+        }
         let Some(sent) = self.current(ctx) else {
             return Err("unexpected-message");
         };
@@ -378,8 +414,18 @@ impl Conn {
         }
     }
 
-    /// Writes the out buffer (normally in one `write`). Err means the connection is dead.
+    /// Bytes wait to be written (plain, or TLS records).
+    pub(super) fn has_output(&self) -> bool {
+        self.out_pos < self.out.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Writes the out buffer (normally in one `write`); over TLS, seals it into records and
+    /// writes those. Err means the connection is dead.
     pub(super) fn flush(&mut self) -> io::Result<()> {
+        if let Some(t) = self.tls.as_mut() {
+            t.send(&self.out, &mut self.stream)?;
+            self.out_pos = self.out.len();
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),

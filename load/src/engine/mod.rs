@@ -6,11 +6,15 @@
 //! through its phases; nothing here decides how long a run lasts.
 //!
 //! This module owns the poll loop, sockets and their registration; [`conn`] owns what one
-//! connection does with the bytes, [`target`] where they go.
+//! connection does with the bytes, [`target`] where they go, [`tls`] the `wss://` layer
+//! between the socket and the connection, and `deflating` what `--deflate` changes in a
+//! connection's sends and echo checks.
 
 mod conn;
+mod deflating;
 mod target;
 pub(crate) mod timer;
+pub mod tls;
 
 pub use conn::Tally;
 pub use target::{Mode, Target};
@@ -27,6 +31,16 @@ use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use timer::{SendTimer, MIN_WAIT, TIMER, WAIT_PER_CONN};
+use tls::{TlsClient, TlsOptions, TlsSession};
+
+/// What goes on the wire besides WebSocket frames: TLS for `wss://` URLs and compression.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// Trust and resumption for `wss://` URLs (unused for `ws://`).
+    pub tls: TlsOptions,
+    /// Offer permessage-deflate and send compressed JSON-like text (`--deflate`).
+    pub deflate: bool,
+}
 
 /// Size of the shared read buffer.
 const SCRATCH: usize = 256 * 1024;
@@ -49,6 +63,8 @@ pub struct EngineConfig {
     /// Wake for paced sends when they are due (a timerfd) rather than on the next millisecond
     /// poll, which sends them in per-millisecond batches, up to a millisecond late.
     pub send_timer: bool,
+    /// TLS and compression.
+    pub wire: Wire,
 }
 
 /// The per-connection send interval of a total `rate` over `connections`.
@@ -81,6 +97,8 @@ pub struct Engine {
     /// Wakes the loop when a paced send is due (`None` if no timerfd could be made: then the
     /// loop polls every millisecond, as coarse as `epoll_wait` is).
     timer: Option<SendTimer>,
+    /// `wss://`: the client configuration and the buffer records are opened into.
+    tls: Option<TlsClient>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -102,7 +120,7 @@ impl Engine {
         let mut rng = !seed | 1;
         let mut cum = 0u64;
         let mut cum_weights = Vec::new();
-        let shapes = cfg
+        let shapes: Vec<Shape> = cfg
             .mix
             .entries()
             .iter()
@@ -122,6 +140,8 @@ impl Engine {
                 }
             })
             .collect();
+        let tls = TlsClient::for_target(&cfg.target, cfg.mode, &cfg.wire.tls)?;
+        let deflate = deflating::Deflating::for_run(cfg.wire.deflate, cfg.mode, &shapes)?;
         let poll = Poll::new()?;
         let timer = match cfg.send_timer {
             true => SendTimer::new(poll.registry()).ok(),
@@ -135,8 +155,10 @@ impl Engine {
             conns: Vec::new(),
             free: Vec::new(),
             scratch: vec![0u8; SCRATCH],
+            tls,
             ctx: Ctx {
                 mode: cfg.mode,
+                deflate,
                 shapes,
                 cum_weights,
                 rng: seed | 1,
@@ -229,6 +251,9 @@ impl Engine {
             recv_off: 0,
             bad: false,
             parser: FrameParser::new(),
+            tls: None,
+            deflated: false,
+            zbuf: Vec::new(),
             hs_accept: String::new(),
             hs_buf: Vec::new(),
             depth,
@@ -288,6 +313,12 @@ impl Engine {
                     &self.target.path,
                     &key,
                 ));
+                if self.ctx.deflate.is_some() {
+                    crate::deflate::add_offer(&mut c.out);
+                }
+                if let Some(t) = &self.tls {
+                    c.tls = Some(TlsSession::new(t)?);
+                }
                 c.state = State::Handshaking;
                 c.mark_dirty(&mut self.ctx);
             }
@@ -317,7 +348,20 @@ impl Engine {
                 }
                 Ok(n) => {
                     let was_hs = c.state == State::Handshaking;
-                    let r = c.feed(&mut self.ctx, &self.scratch[..n]);
+                    let r = match c.tls.take() {
+                        None => c.feed(&mut self.ctx, &self.scratch[..n]),
+                        Some(mut t) => {
+                            let plain = &mut self.tls.as_mut().ok_or("tls")?.plain;
+                            let ctx = &mut self.ctx;
+                            let r = t.receive(&self.scratch[..n], plain, |p| c.feed(ctx, p));
+                            // Handshake records (or a key update) to answer.
+                            if t.wants_write() {
+                                c.mark_dirty(ctx);
+                            }
+                            c.tls = Some(t);
+                            r
+                        }
+                    };
                     if was_hs && c.state == State::Open {
                         self.connecting -= 1;
                     }
@@ -387,7 +431,7 @@ impl Engine {
             }
             if writable {
                 if let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) {
-                    if c.out_pos < c.out.len() {
+                    if c.has_output() {
                         c.mark_dirty(&mut self.ctx);
                     }
                 }

@@ -21,19 +21,20 @@ pub struct Target {
     pub host: String,
     /// Request path.
     pub path: String,
+    /// `wss://`: TLS over the TCP connection.
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses `ws://host:port/path` (or `tcp://host:port`, or a bare `host:port`). Only loopback
+    /// Parses `ws://host:port/path` or `wss://…` (or `tcp://host:port`, or a bare `host:port`). Only loopback
     /// addresses are accepted: this tool never sends load anywhere else.
     pub fn parse(url: &str) -> Result<Target, String> {
+        let tls = url.starts_with("wss://");
         let rest = url
             .strip_prefix("ws://")
+            .or_else(|| url.strip_prefix("wss://"))
             .or_else(|| url.strip_prefix("tcp://"))
             .unwrap_or(url);
-        if url.starts_with("wss://") {
-            return Err("wss:// is not supported".into());
-        }
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -52,6 +53,7 @@ impl Target {
             addr,
             host: hostport.to_string(),
             path: path.to_string(),
+            tls,
         })
     }
 }
