@@ -67,26 +67,7 @@ pub fn start(name: &str) -> Peer {
 }
 
 pub fn start_bin(bin: &std::path::Path) -> Peer {
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.split("listening on ").nth(1) {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(15))
-        .expect("peer printed 'listening on'");
-    Peer { child, addr }
+    start_bin_with(bin, &[])
 }
 
 /// Starts server binary `bin` on an ephemeral loopback port with `extra` arguments.
