@@ -88,12 +88,17 @@ fn compare_writes_the_fanout_table() {
     binary("wsreactor-server", "wsreactor");
     peer_binary("peer-broadcast");
     peer_binary("peer-raw-fanout");
+    // The raw echo ceilings are in every comparison's list (not run with `--only fanout`).
+    peer_binary("peer-raw");
+    peer_binary("peer-raw-uring");
     let out = std::env::temp_dir().join(format!("wsrload-fanout-{}", std::process::id()));
     let o = Command::new(env!("CARGO_BIN_EXE_wsrload"))
         .arg("compare")
         .args(["--no-build", "--bin-dir"])
         .arg(profile_dir())
         .args(["--rounds", "1", "--duration", "0.5", "--warmup", "0.2"])
+        // One echo server: with `--only fanout` it runs nothing, but the list must exist.
+        .args(["--servers", "wsreactor"])
         .args(["--idle", "0", "--quiet", "--fanout", "20"])
         .args([
             "--fanout-deliveries",
