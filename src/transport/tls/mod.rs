@@ -108,6 +108,9 @@ impl Held {
     }
 
     fn extend(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return; // called per record with what did not fit: usually nothing
+        }
         self.room(bytes.len())[..bytes.len()].copy_from_slice(bytes);
         self.commit(bytes.len());
     }
