@@ -64,6 +64,9 @@ fn a_new_large_message_that_would_pass_ninety_percent_is_refused_with_1009() {
     assert_eq!(stats.budget_closes + stats.budget_drops, 0, "{stats:?}");
 }
 
+/// Heavy peers of the test below: four pass its budget.
+const HEAVY: usize = 4;
+
 #[test]
 fn at_the_budget_the_heaviest_holders_are_closed_with_1013_and_a_light_one_is_kept() {
     let server = TestServer::start(config(4 * MIB), Echo);
@@ -73,7 +76,7 @@ fn at_the_budget_the_heaviest_holders_are_closed_with_1013_and_a_light_one_is_ke
     // Each heavy peer begins a message with a small fragment (always admitted) and then
     // sends a 1 MiB continuation, which the server reserves and assembles: four of them
     // pass the 4 MiB budget.
-    let mut heavy: Vec<RawClient> = (0..4).map(|_| RawClient::open(server.addr)).collect();
+    let mut heavy: Vec<RawClient> = (0..HEAVY).map(|_| RawClient::open(server.addr)).collect();
     for peer in &mut heavy {
         peer.send_frame(false, 2, &[2u8; 32 * KIB]);
         peer.send_frame(false, 0, &vec![3u8; MIB]);
@@ -101,6 +104,9 @@ fn at_the_budget_the_heaviest_holders_are_closed_with_1013_and_a_light_one_is_ke
     assert_eq!(fresh.read_frame().expect("echo").payload, b"after");
     drop((light, fresh));
     let stats = server.stop();
-    assert_eq!(stats.budget_closes as usize, closed, "{stats:?}");
+    // Heavy peers still held back when they left were closed for the budget then (a held-back
+    // connection whose peer closes is shed at once), so more than the ones seen may count.
+    let counted = stats.budget_closes as usize;
+    assert!((closed..=HEAVY).contains(&counted), "{stats:?}");
     assert_eq!(stats.budget_drops, 0, "{stats:?}");
 }

@@ -75,6 +75,13 @@ impl<H: Handler> Server<H> {
             &mut peers,
             (id, peer_closed, pause_above),
         );
+        if read == Read::HeldBack && peer_closed {
+            // Its peer has closed its side, so what it holds back can only grow by what is
+            // already on the way; waiting to read that would keep the memory (and, with every
+            // holder held back, the whole budget) for a peer that may be gone. Shed it now.
+            self.shed(key);
+            return;
+        }
         if read != Read::Drained {
             if let Some(slot) = slots.get_mut(key) {
                 if !slot.queued {

@@ -11,6 +11,10 @@
 //! 3. at the budget: the heaviest holders, each holding at least 64 KiB, are closed with 1013
 //!    until the total is back at 90%.
 //!
+//! A held-back connection whose peer closes its side is closed then (see `read_ready`): it could
+//! only complete its message from bytes already on the way, and a crowd that leaves while held
+//! back would otherwise keep the total above 90% (no one accepted) until its idle timeout.
+//!
 //! A connection holding less than 64 KiB is never paused or closed by the budget. Must not
 //! read or write sockets other than through the reactor's own flush.
 
@@ -138,22 +142,27 @@ impl<H: Handler> Server<H> {
                 break;
             }
             freed += held;
-            let shed = self.lend(key, |conn, transport, lent| {
-                conn.shed(&mut lent.env(transport))
-            });
-            match shed {
-                Some(Shed::Closed) => self.shared.stats.budget_closes.bump(),
-                Some(Shed::Dropped) => self.shared.stats.budget_drops.bump(),
-                None => {}
-            }
-            // Recounts it, writes its close, or drops it.
-            self.flush(key);
-            if let Some(slot) = self.slots.get_mut(key) {
-                if slot.conn.get_mut().is_done() {
-                    self.remove(key, CloseCause::Budget);
-                }
-            }
+            self.shed(key);
         }
         self.shedding.heaviest = heaviest;
+    }
+
+    /// Closes connection `key` for the budget (with 1013, or dropped if it cannot be told).
+    pub(super) fn shed(&mut self, key: usize) {
+        let shed = self.lend(key, |conn, transport, lent| {
+            conn.shed(&mut lent.env(transport))
+        });
+        match shed {
+            Some(Shed::Closed) => self.shared.stats.budget_closes.bump(),
+            Some(Shed::Dropped) => self.shared.stats.budget_drops.bump(),
+            None => {}
+        }
+        // Recounts it, writes its close, or drops it.
+        self.flush(key);
+        if let Some(slot) = self.slots.get_mut(key) {
+            if slot.conn.get_mut().is_done() {
+                self.remove(key, CloseCause::Budget);
+            }
+        }
     }
 }
