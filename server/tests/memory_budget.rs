@@ -295,13 +295,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The budget's bound and the control without it, for one crowd.
 fn check(name: &str, crowd: usize, bytes: &[u8], extra: &[&str]) {
-    if common::io_uring_run() {
-        // A known gap of the io_uring backend (README, "io_uring"): under these crowds the
-        // budget can settle just below its limit with every connection held back, and
-        // nothing is shed; the epoll pass of this test runs in every CI run.
-        eprintln!("{name}: not run on the io_uring backend");
-        return;
-    }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let budget = BUDGET.to_string();
     let mut with: Vec<&str> = extra.to_vec();

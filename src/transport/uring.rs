@@ -25,6 +25,9 @@ use super::{Transmit, Transport};
 /// the memory budget, subject to backpressure) until this send completes.
 pub(crate) const SEND_CAP: usize = 64 * 1024;
 
+/// The most of a parked-input buffer's capacity kept for reuse (one receive buffer).
+const PARKED_KEPT: usize = 16 * 1024;
+
 /// A plain TCP connection served through io_uring.
 #[derive(Debug)]
 pub(crate) struct UringTcp {
@@ -113,14 +116,16 @@ pub(crate) struct Staging {
     pub to_arm: Vec<(u32, u32)>,
     /// Sends in flight of connections already closed: their buffers live until completion.
     pub orphans: Vec<(u64, Vec<u8>)>,
-    /// Receives to cancel, by key and generation.
-    pub to_cancel: Vec<(u32, u32)>,
+    /// Requests to cancel, by their `user_data`: receives of connections that stopped taking
+    /// input, and `POLLRDHUP` watches of ones that take it again.
+    pub to_cancel: Vec<u64>,
     /// Bytes given to be sent, over all connections: what the driver counts in the memory
     /// budget for them (with epoll they would wait in the connection's output).
     pub held: usize,
-    /// Bytes parked, over all connections. Not counted in the budget: with epoll they would
-    /// wait in the kernel's socket buffer, and a connection held back by the budget cannot
-    /// give them back.
+    /// Bytes parked, over all connections; counted in the memory budget with `held`. (With
+    /// epoll they would wait in the kernel's socket buffer: the receive cap and the stop of a
+    /// connection's receive as soon as it does not take input keep them to about a buffer
+    /// per connection: see the driver's `recv`.)
     pub parked_bytes: usize,
 }
 
@@ -194,6 +199,9 @@ impl Staging {
                     extra.out.clear();
                     extra.sent = 0;
                     extra.staged = false;
+                    if extra.parked.capacity() > PARKED_KEPT {
+                        extra.parked = Vec::new();
+                    }
                     if self.spare.len() < 64 && extra.out.capacity() <= SEND_CAP {
                         self.spare.push(extra);
                     }
@@ -218,9 +226,11 @@ impl Staging {
     }
 
     /// After the connection was served: what it did not take is parked, and its receive
-    /// stopped until it takes it (so a connection that stopped reading does not make this
-    /// side buffer without bound). False if the offered bytes were all taken.
-    pub(crate) fn park_rest(&mut self, key: u32, alive: Option<u32>) -> bool {
+    /// stopped if it did not take everything or does not take input now (`takes_input`:
+    /// output backpressure, the memory budget), so that a connection that stopped reading
+    /// does not make this side buffer for it. Its next read that finds nothing arms the
+    /// receive again. False if the offered bytes were all taken.
+    pub(crate) fn park_rest(&mut self, key: u32, alive: Option<u32>, takes_input: bool) -> bool {
         let (ptr, len) = (self.input, self.input_len);
         self.input_len = 0;
         self.input_key = u32::MAX;
@@ -228,6 +238,13 @@ impl Staging {
             return false;
         };
         if len == 0 {
+            if !takes_input {
+                let extra = extra_new(&mut self.extras, &mut self.spare, key);
+                if extra.recv == RecvState::Armed && extra.end.is_none() {
+                    extra.recv = RecvState::Stopping { rearm: false };
+                    self.to_cancel.push(user_data(op::RECV, key, generation));
+                }
+            }
             return false;
         }
         // SAFETY: `offer` set these from a provided buffer the driver hands back to the kernel
@@ -238,7 +255,7 @@ impl Staging {
         self.parked_bytes += len;
         if extra.recv == RecvState::Armed {
             extra.recv = RecvState::Stopping { rearm: false };
-            self.to_cancel.push((key, generation));
+            self.to_cancel.push(user_data(op::RECV, key, generation));
         }
         true
     }
@@ -321,7 +338,21 @@ impl Staging {
         match extra.end {
             Some(0) => Ok((std::ptr::null(), 0)),
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            None => Err(io::ErrorKind::WouldBlock.into()),
+            None => {
+                // Nothing here, and the connection asks: it takes input again.
+                match extra.recv {
+                    RecvState::Idle => {
+                        extra.recv = RecvState::Armed;
+                        self.to_arm.push((key, generation));
+                        // The watch for its peer's FIN is the receive's job again.
+                        self.to_cancel.push(user_data(op::HANGUP, key, generation));
+                    }
+                    RecvState::Stopping { .. } => extra.recv = RecvState::Stopping { rearm: true },
+                    RecvState::Armed => {}
+                }
+                self.settle(key);
+                Err(io::ErrorKind::WouldBlock.into())
+            }
         }
     }
 

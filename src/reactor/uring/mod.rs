@@ -21,11 +21,14 @@ use std::os::fd::{AsRawFd, FromRawFd};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use crate::budget::Level;
+
 use super::*;
 use crate::transport::uring::{op, send_user_data, user_data, with_staging};
 use crate::transport::UringTcp;
 
 mod bufring;
+mod recv;
 
 use bufring::BufRing;
 
@@ -38,6 +41,8 @@ const BUFFERS: u16 = 256;
 /// Bytes per receive buffer at most (and at most `read_buffer_size`, so that one read of the
 /// shared read buffer takes a whole completion).
 const BUFFER_SIZE: usize = 16 * 1024;
+/// How often the buffer ring is swept ([`BufRing::sweep`]), in ms.
+const BUFFER_SWEEP_MS: u64 = 250;
 
 /// A reactor's ring and what it has outstanding on it.
 pub(crate) struct Ring {
@@ -46,6 +51,10 @@ pub(crate) struct Ring {
     bufs: BufRing,
     /// The multishot accept is outstanding.
     accept_armed: bool,
+    /// The kernel caps the bytes of one multishot receive ([`recv`]).
+    capped: bool,
+    /// When the buffer ring next follows demand down and gives back cold pages.
+    next_buffer_sweep: u64,
     /// Connections accepted while accepting was paused, admitted when it resumes.
     held: Vec<mio::net::TcpStream>,
     /// What the memory account was charged for the bytes the staging holds.
@@ -91,12 +100,17 @@ impl Ring {
                 return Err(io::Error::other(format!("the kernel refuses {name}")));
             }
         }
-        let size = BUFFER_SIZE.min(config.read_buffer_size);
+        // Whole pages, so that a buffer's pages can be given back alone (`BufRing`).
+        // SAFETY: a plain query.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let size = (BUFFER_SIZE.min(config.read_buffer_size) / page).max(1) * page;
         let bufs = BufRing::new(&ring, BUFFERS, size)?;
         Ok(Ring {
             ring,
             bufs,
             accept_armed: false,
+            capped: false,
+            next_buffer_sweep: 0,
             held: Vec::new(),
             charged: 0,
             completions: Vec::with_capacity(entries as usize),
@@ -155,6 +169,17 @@ impl<H: Handler> Server<H> {
 
     fn serve_uring(&mut self, ring: &mut Ring) -> io::Result<()> {
         ring.ring.submitter().register_enable_rings()?;
+        ring.capped = recv::probe(&mut ring.ring, &mut ring.bufs).unwrap_or_else(|e| {
+            log::warn!("io_uring: probing the receive cap failed: {e}");
+            false
+        });
+        if !ring.capped {
+            log::warn!(
+                "io_uring: this kernel does not cap a multishot receive's bytes, so a \
+                 connection that stops reading may park what one wake-up received (up to \
+                 about 512 KiB)"
+            );
+        }
         let epoll = self.poll.as_raw_fd();
         let mut events = Events::with_capacity(64);
         ring.arm_wake(epoll)?;
@@ -174,7 +199,11 @@ impl<H: Handler> Server<H> {
             }
             self.accept_turn(ring)?;
             self.submit_staged(ring)?;
-            let timeout = self.poll_timeout();
+            let mut timeout = self.poll_timeout();
+            if ring.bufs.sweep_pending() {
+                let until = ring.next_buffer_sweep.saturating_sub(self.shared.now);
+                timeout = timeout.min(Duration::from_millis(until));
+            }
             let outcome = if timeout.is_zero() {
                 ring.ring.submit()
             } else {
@@ -205,7 +234,7 @@ impl<H: Handler> Server<H> {
                     op::RECV => self.received(ring, key, generation, result, flags),
                     op::SEND => self.sent(key, generation, data, result),
                     op::ACCEPT => self.accepted(ring, result, flags),
-                    op::HANGUP => {
+                    op::HANGUP if result > 0 => {
                         if let Some(slot) = self.slots.get_mut(key as usize) {
                             if slot.generation & 0xff_ffff == generation {
                                 slot.peer_closed = true;
@@ -227,6 +256,10 @@ impl<H: Handler> Server<H> {
             ring.bufs.publish();
             self.serve_ready_list();
             self.run_timers();
+            if self.shared.now >= ring.next_buffer_sweep {
+                ring.next_buffer_sweep = self.shared.now + BUFFER_SWEEP_MS;
+                ring.bufs.sweep(self.shared.now);
+            }
             self.flush_dirty();
             self.charge_staged(ring);
             self.budget_turn();
@@ -243,6 +276,16 @@ impl<H: Handler> Server<H> {
             account.refund(ring.charged - held);
         }
         ring.charged = held;
+    }
+
+    /// Whether connection `key` reads now: not paused by output backpressure or held back by
+    /// the memory budget (the checks `read_ready` makes before each read).
+    fn takes_input(&mut self, key: usize) -> bool {
+        let pause_above = self.shared.pool.account.pause_above();
+        self.slots.get_mut(key).is_some_and(|slot| {
+            let conn = slot.conn.get_mut();
+            conn.wants_read() && (pause_above == usize::MAX || conn.holding() < pause_above)
+        })
     }
 
     /// The live generation of slot `key` if it is the one `generation` names.
@@ -262,7 +305,8 @@ impl<H: Handler> Server<H> {
                     with_staging(|s| s.offer(key, bytes));
                     self.read_ready(key as usize);
                     let alive = self.live(key, generation).map(|_| full);
-                    with_staging(|s| s.park_rest(key, alive));
+                    let takes_input = self.takes_input(key as usize);
+                    with_staging(|s| s.park_rest(key, alive, takes_input));
                 }
             } else if result == 0 || (result != -libc::ENOBUFS && result != -libc::ECANCELED) {
                 // The end of the stream (or an error), behind whatever is parked.
@@ -274,7 +318,10 @@ impl<H: Handler> Server<H> {
             }
         }
         if let Some(bid) = bid {
-            ring.bufs.push(bid);
+            ring.bufs.give_back(bid, self.shared.now);
+        }
+        if result == -libc::ENOBUFS {
+            ring.bufs.starved();
         }
         if more || self.live(key, generation).is_none() {
             return;
@@ -375,16 +422,22 @@ impl<H: Handler> Server<H> {
                 std::mem::take(&mut s.to_send),
             )
         });
+        // Above half the budget an arming delivers one buffer, so that a connection held back
+        // meanwhile parks at most that.
+        let limit = match (ring.capped, self.shared.pool.account.level()) {
+            (false, _) => 0,
+            (true, Level::Normal) => recv::LIMIT,
+            (true, _) => ring.bufs.size() as u32,
+        };
         for &(key, generation) in &arm {
             if let Some(fd) = self.uring_fd(key, generation) {
-                let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
-                    .build()
-                    .user_data(user_data(op::RECV, key, generation));
+                let entry =
+                    recv::recv_multi(fd, limit).user_data(user_data(op::RECV, key, generation));
                 ring.push(entry)?;
             }
         }
-        for &(key, generation) in &cancel {
-            ring.cancel(user_data(op::RECV, key, generation))?;
+        for &target in &cancel {
+            ring.cancel(target)?;
         }
         for &(key, generation) in &send {
             let Some(fd) = self.uring_fd(key, generation) else {
