@@ -399,7 +399,7 @@ fn read_budget<T: Transport, H: Handler>(
             drained = true; // reading resumes (and is re-queued) when output drains
             break;
         }
-        if pause_above != usize::MAX && conn.holding() >= pause_above {
+        if held_back(conn, pause_above) {
             return Read::HeldBack;
         }
         let outcome = if let Some((buf, room)) = conn.direct_read_target() {
@@ -451,6 +451,13 @@ fn read_budget<T: Transport, H: Handler>(
     } else {
         Read::More
     }
+}
+
+/// Whether the memory budget holds `conn` back from reading: it holds at least `pause_above`
+/// (`usize::MAX` while the budget pauses no one).
+#[inline(always)]
+pub(super) fn held_back(conn: &Connection, pause_above: usize) -> bool {
+    pause_above != usize::MAX && conn.holding() >= pause_above
 }
 
 /// Writes the connection's output through `transport` until it is all written or the socket

@@ -237,27 +237,23 @@ impl Staging {
         let Some(generation) = alive else {
             return false;
         };
-        if len == 0 {
-            if !takes_input {
-                let extra = extra_new(&mut self.extras, &mut self.spare, key);
-                if extra.recv == RecvState::Armed && extra.end.is_none() {
-                    extra.recv = RecvState::Stopping { rearm: false };
-                    self.to_cancel.push(user_data(op::RECV, key, generation));
-                }
-            }
+        if len == 0 && takes_input {
             return false;
         }
-        // SAFETY: `offer` set these from a provided buffer the driver hands back to the kernel
-        // only after this call.
-        let rest = unsafe { std::slice::from_raw_parts(ptr, len) };
         let extra = extra_new(&mut self.extras, &mut self.spare, key);
-        extra.parked.extend_from_slice(rest);
-        self.parked_bytes += len;
+        if len > 0 {
+            // SAFETY: `offer` set these from a provided buffer the driver hands back to the
+            // kernel only after this call.
+            extra
+                .parked
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+            self.parked_bytes += len;
+        }
         if extra.recv == RecvState::Armed {
             extra.recv = RecvState::Stopping { rearm: false };
             self.to_cancel.push(user_data(op::RECV, key, generation));
         }
-        true
+        len > 0
     }
 
     /// Whether `key`'s stream has ended (EOF or an error seen).

@@ -284,7 +284,7 @@ impl<H: Handler> Server<H> {
         let pause_above = self.shared.pool.account.pause_above();
         self.slots.get_mut(key).is_some_and(|slot| {
             let conn = slot.conn.get_mut();
-            conn.wants_read() && (pause_above == usize::MAX || conn.holding() < pause_above)
+            conn.wants_read() && !super::serve::held_back(conn, pause_above)
         })
     }
 
