@@ -40,8 +40,11 @@ const HALF_SENT_CROWD: usize = 2_000;
 /// The backlog crowd (see above for why fewer).
 const BACKLOG_CROWD: usize = 150;
 const BUDGET: usize = 32 * MIB;
-/// What the server may hold beyond the budget and its RSS before the crowd (see above).
-const SLACK: usize = 16 * MIB;
+/// What the server may hold beyond the budget and its RSS before the crowd (see above). 24 MiB:
+/// a clean CI run saw 50.9 MiB of growth (18 MiB over) when the budget dropped 108 backlogs
+/// of the 8 MiB crowd at once, freed buffers the allocator had not yet returned; quiet runs
+/// grow 34-38 MiB. The control below still holds 20 times more.
+const SLACK: usize = 24 * MIB;
 /// How long the crowd pushes its bytes while the RSS is watched.
 const PUSH: Duration = Duration::from_secs(6);
 
