@@ -355,6 +355,14 @@ impl Connection {
         take
     }
 
+    /// The bytes the frame in progress still needs (0 with none in progress).
+    pub(crate) fn frame_rest(&self) -> u64 {
+        self.busy
+            .as_ref()
+            .and_then(|busy| busy.cursor)
+            .map_or(0, |cursor| cursor.remaining)
+    }
+
     /// Where the reactor may read the rest of a large frame in progress directly: the message
     /// buffer and how many bytes the frame still needs.
     pub(crate) fn direct_read_target(&mut self) -> Option<(&mut Vec<u8>, usize)> {

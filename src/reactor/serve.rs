@@ -411,15 +411,17 @@ fn read_budget<T: Transport, H: Handler>(
                 (n, n < room)
             })
         } else {
-            transport.read(scratch).map(|n| {
+            let room = scratch.len();
+            transport.read(scratch).map(|input| {
+                let n = input.len();
                 if n > 0 {
                     let mut env = shared.env(id, transport.transmitter(), peers);
-                    conn.handle_input(&mut scratch[..n], &mut env);
+                    conn.handle_input(input, &mut env);
                 }
                 // Fewer bytes than asked for: the socket was empty at that moment, and
                 // new data raises a new edge, so the read that would say WouldBlock is
                 // skipped.
-                (n, n < scratch.len())
+                (n, n < room)
             })
         };
         match outcome {

@@ -38,7 +38,7 @@ impl Transport for SlotTransport {
     }
 
     #[inline(always)]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b mut [u8]> {
         match self {
             SlotTransport::Plain(t) => t.read(buf),
             SlotTransport::Tls(t) => t.read(buf),
@@ -77,7 +77,8 @@ impl Transport for SlotTransport {
     fn transmitter(&self) -> Option<&dyn Transmit> {
         match self {
             SlotTransport::Plain(t) => t.transmitter(),
-            SlotTransport::Tls(_) | SlotTransport::Uring(_) => None,
+            SlotTransport::Uring(t) => t.transmitter(),
+            SlotTransport::Tls(_) => None,
         }
     }
 
@@ -95,9 +96,13 @@ pub(crate) trait Transport {
     /// The readiness source to register with the poll.
     fn source(&mut self) -> &mut mio::net::TcpStream;
 
-    /// Reads the next bytes into `buf` (the reactor's shared read buffer): how many, `0` at
-    /// the end of the stream.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads the next bytes: the ones to handle (and unmask in place), empty at the end of
+    /// the stream. Read into `buf` (the reactor's shared read buffer), or, by a transport that
+    /// already holds them in memory of its own (io_uring's receive buffer), lent from there
+    /// instead of copied. Lent bytes stay valid and unshared for as long as `buf` is borrowed
+    /// within the reactor's read of this connection (the receive buffer is handed back to the
+    /// kernel only after it).
+    fn read<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b mut [u8]>;
 
     /// Reads at most `max` bytes straight to the end of `buf` (a message buffer that a large
     /// frame is being read into), and extends it by what was read. A transport that cannot

@@ -6,7 +6,7 @@
 //! an idle plain connection costs its socket only.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::net::TcpStream;
 
@@ -30,23 +30,13 @@ impl Transport for PlainTcp {
     }
 
     #[inline(always)]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.stream).read(buf)
+    fn read<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b mut [u8]> {
+        let n = (&self.stream).read(buf)?;
+        Ok(&mut buf[..n])
     }
 
     fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        buf.reserve(max);
-        let spare = buf.spare_capacity_mut();
-        let len = spare.len().min(max);
-        // SAFETY: `spare` is valid for writes of `len` bytes; the kernel writes at most `len`.
-        let n = unsafe { libc::read(self.stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // SAFETY: the first `n` spare bytes were just initialised by `read`.
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(n)
+        read_spare(self.stream.as_raw_fd(), buf, max)
     }
 
     #[inline(always)]
@@ -69,4 +59,21 @@ impl Transmit for PlainTcp {
     fn transmit(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&self.stream).write_vectored(bufs)
     }
+}
+
+/// Reads at most `max` bytes from socket `fd` straight into the spare capacity of `buf` (no
+/// zeroing, no copy) and extends it by what was read.
+pub(super) fn read_spare(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare` is valid for writes of `len` bytes; the kernel writes at most `len`.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the first `n` spare bytes were just initialised by `read`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }

@@ -105,12 +105,13 @@ impl BufRing {
     }
 
     /// The first `len` bytes of buffer `bid`, as the kernel wrote them.
-    pub(super) fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+    pub(super) fn bytes(&mut self, bid: u16, len: usize) -> &mut [u8] {
         let start = usize::from(bid % self.count) * self.size;
         let len = len.min(self.size);
         // SAFETY: within the allocation (capacity `count * size`); the kernel wrote these
-        // `len` bytes before posting the completion that names `bid`.
-        unsafe { std::slice::from_raw_parts(self.memory.add(start), len) }
+        // `len` bytes before posting the completion that names `bid`, and does not touch the
+        // buffer again until it is published anew (after `give_back`).
+        unsafe { std::slice::from_raw_parts_mut(self.memory.add(start), len) }
     }
 
     /// Buffer `bid`, named by a completion, is done with: it waits on top of the stack.

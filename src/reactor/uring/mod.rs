@@ -24,7 +24,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::budget::Level;
 
 use super::*;
-use crate::transport::uring::{op, send_user_data, user_data, with_staging};
+use crate::transport::uring::{op, send_user_data, user_data, with_staging, DIRECT_READ_MIN};
 use crate::transport::UringTcp;
 
 mod bufring;
@@ -38,9 +38,13 @@ pub(crate) const REFUSE_ENV: &str = "WSREACTOR_IO_URING_REFUSE";
 /// Receive buffers per reactor: a power of two. A completion takes one and the loop hands it
 /// back in the same turn, so these only need to cover the receives of one turn.
 const BUFFERS: u16 = 256;
-/// Bytes per receive buffer at most (and at most `read_buffer_size`, so that one read of the
-/// shared read buffer takes a whole completion).
-const BUFFER_SIZE: usize = 16 * 1024;
+/// Bytes per receive buffer at most (and at most `read_buffer_size`, so that one read takes a
+/// whole completion). 20 KiB, so that a 16 KiB message and its header arrive in one buffer
+/// and are handled in place, not assembled from two: 1.05-1.11x the rate of 16 KiB buffers
+/// for 10 connections echoing 16 KiB (6 paired rounds). Larger buffers would raise what a
+/// held-back connection parks (one buffer, see `recv`) and what an idle reactor keeps
+/// published.
+const BUFFER_SIZE: usize = 20 * 1024;
 /// How often the buffer ring is swept ([`BufRing::sweep`]), in ms.
 const BUFFER_SWEEP_MS: u64 = 250;
 
@@ -59,6 +63,8 @@ pub(crate) struct Ring {
     held: Vec<mio::net::TcpStream>,
     /// What the memory account was charged for the bytes the staging holds.
     charged: usize,
+    /// Connections to read from their sockets directly in this turn (`direct_pass`).
+    direct: Vec<(u32, u32)>,
     completions: Vec<(u64, i32, u32)>,
 }
 
@@ -113,6 +119,7 @@ impl Ring {
             next_buffer_sweep: 0,
             held: Vec::new(),
             charged: 0,
+            direct: Vec::new(),
             completions: Vec::with_capacity(entries as usize),
         })
     }
@@ -254,6 +261,7 @@ impl<H: Handler> Server<H> {
             completions.clear();
             ring.completions = completions;
             ring.bufs.publish();
+            self.direct_pass(ring);
             self.serve_ready_list();
             self.run_timers();
             if self.shared.now >= ring.next_buffer_sweep {
@@ -306,7 +314,10 @@ impl<H: Handler> Server<H> {
                     self.read_ready(key as usize);
                     let alive = self.live(key, generation).map(|_| full);
                     let takes_input = self.takes_input(key as usize);
-                    with_staging(|s| s.park_rest(key, alive, takes_input));
+                    let parked = with_staging(|s| s.park_rest(key, alive, takes_input));
+                    if alive.is_some() && takes_input && !parked {
+                        self.want_direct(ring, key, full);
+                    }
                 }
             } else if result == 0 || (result != -libc::ENOBUFS && result != -libc::ECANCELED) {
                 // The end of the stream (or an error), behind whatever is parked.
@@ -341,6 +352,36 @@ impl<H: Handler> Server<H> {
                 );
             }
         }
+    }
+
+    /// Lists connection `key` for this turn's direct pass if its frame in progress still
+    /// needs [`DIRECT_READ_MIN`] bytes or more.
+    fn want_direct(&mut self, ring: &mut Ring, key: u32, generation: u32) {
+        let rest = self
+            .slots
+            .get_mut(key as usize)
+            .map_or(0, |slot| slot.conn.get_mut().frame_rest());
+        if rest >= DIRECT_READ_MIN && ring.direct.last() != Some(&(key, generation)) {
+            ring.direct.push((key, generation));
+        }
+    }
+
+    /// Reads the connections listed by `want_direct` from their sockets directly, after every
+    /// completion of the turn was handled (see `Staging::direct_key`).
+    fn direct_pass(&mut self, ring: &mut Ring) {
+        if ring.direct.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut ring.direct);
+        for &(key, generation) in &keys {
+            if self.live(key, generation & 0xff_ffff).is_some() {
+                with_staging(|s| s.direct_key = key);
+                self.read_ready(key as usize);
+                with_staging(|s| s.direct_key = u32::MAX);
+            }
+        }
+        keys.clear();
+        ring.direct = keys;
     }
 
     fn sent(&mut self, key: u32, generation: u32, data: u64, result: i32) {

@@ -2,7 +2,7 @@
 //! bytes one arming may deliver where the kernel offers the cap.
 //!
 //! Why the cap: a multishot receive keeps taking whatever the socket holds (up to 32
-//! completions of 16 KiB per wake-up) before the loop sees any of it, and bytes taken from
+//! completions of a buffer each per wake-up) before the loop sees any of it, and bytes taken from
 //! the kernel are this process's memory. A connection that stops taking input meanwhile
 //! (output backpressure, the memory budget) must park them, where epoll would have left them
 //! in the socket. With the cap, an arming ends once it has delivered [`LIMIT`] bytes (one

@@ -448,8 +448,9 @@ impl Transport for TlsTcp {
     }
 
     #[inline(never)] // kept out of the reactor's loop: the plain path stays small
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fill(buf)
+    fn read<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b mut [u8]> {
+        let n = self.fill(buf)?;
+        Ok(&mut buf[..n])
     }
 
     #[inline(never)] // kept out of the reactor's loop: the plain path stays small
