@@ -10,6 +10,11 @@
 //! with the epoll backend, which has no place to pass it through; that keeps the slot's
 //! transport at its epoll size (an fd, the slot's key and generation).
 //!
+//! Owns how the bytes reach the connection, too: a receive buffer is lent to it in place (no
+//! copy), a large send that nothing queued on the ring precedes is written with one `writev`
+//! ([`Transmit`]), and in the driver's direct pass ([`Staging::direct_key`]) the rest of a
+//! large frame is read from the socket itself.
+//!
 //! Per connection nothing is held while it is idle: [`Extra`] exists only while the
 //! connection has parked input, a send in flight or a stopped receive.
 

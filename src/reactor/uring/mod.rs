@@ -6,7 +6,9 @@
 //! connection (which takes the bytes through its [`UringTcp`] transport), a send completion
 //! becomes `flush` (as a writable edge would), an accept completion becomes `admit`. What a
 //! connection does with its bytes, timers, handed-in work, the memory budget and shutdown are
-//! the reactor's shared code, not duplicated here. Every request of a loop turn (sends,
+//! the reactor's shared code, not duplicated here. After a turn's completions, connections
+//! whose frame in progress still needs much are read from their sockets directly (the
+//! direct pass), in reads as large as epoll's. Every request of a loop turn (sends,
 //! receives to arm, cancels) goes to the kernel in the one `io_uring_enter` that also waits
 //! for the next completions, with the timer wheel's timeout.
 //!
