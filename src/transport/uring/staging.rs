@@ -1,75 +1,22 @@
-//! Plain TCP on the io_uring backend ([`crate::reactor`]'s `uring` driver): the transport
-//! side of a connection whose bytes move through the ring instead of `read`/`write` calls.
-//!
-//! Owns [`Staging`], what the driver and the transports of one reactor thread share: the
+//! [`Staging`]: what the io_uring driver and the transports of one reactor thread share. The
 //! received bytes being handed to the connection that is being read, bytes received that a
-//! paused connection has not taken yet, and the bytes each connection gave to be sent in
-//! this loop turn's submit (or already in flight). The driver owns the ring and decides when
+//! paused connection has not taken yet, and the bytes each connection gave to be sent in this
+//! loop turn's submit (or already in flight). The driver owns the ring and decides when
 //! requests are submitted; this module must not touch the ring. It lives in a thread-local
 //! because one reactor runs on one thread and the `Transport` calls come from code shared
 //! with the epoll backend, which has no place to pass it through; that keeps the slot's
 //! transport at its epoll size (an fd, the slot's key and generation).
 //!
-//! Owns how the bytes reach the connection, too: a receive buffer is lent to it in place (no
-//! copy), a large send that nothing queued on the ring precedes is written with one `writev`
-//! ([`Transmit`]), and in the driver's direct pass ([`Staging::direct_key`]) the rest of a
-//! large frame is read from the socket itself.
-//!
 //! Per connection nothing is held while it is idle: [`Extra`] exists only while the
 //! connection has parked input, a send in flight or a stopped receive.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
 
-use mio::net::TcpStream;
-
-use super::{Transmit, Transport};
-
-/// What one send takes at most: the rest stays in the connection's own output (counted by
-/// the memory budget, subject to backpressure) until this send completes.
-pub(crate) const SEND_CAP: usize = 64 * 1024;
+use super::{op, send_user_data, user_data, SEND_CAP};
 
 /// The most of a parked-input buffer's capacity kept for reuse (one receive buffer).
 const PARKED_KEPT: usize = 20 * 1024;
-
-/// A connection whose frame in progress still needs at least this many bytes reads them
-/// from its socket directly, in reads as large as epoll's, once the ring's completions of the
-/// turn are handled (the driver's direct pass): for that much, the unit of a read and a send
-/// costs more than a system call. (The ring's receives come in buffers of 20 KiB; a 1 MiB
-/// message echoed in 16 KiB pieces measured 0.70-0.84x epoll's rate, as did the raw io_uring
-/// echo, and 0.94-0.99x with this pass.) Smaller rests come through the ring, where they cost
-/// no call.
-pub(crate) const DIRECT_READ_MIN: u64 = 64 * 1024;
-
-/// A plain TCP connection served through io_uring.
-#[derive(Debug)]
-pub(crate) struct UringTcp {
-    stream: TcpStream,
-    key: u32,
-    generation: u32,
-}
-
-impl UringTcp {
-    /// A newly accepted connection in slot `key`: its receive is armed at the end of the turn.
-    pub(crate) fn new(stream: TcpStream, key: usize, generation: u32) -> Self {
-        let key = key as u32;
-        STAGING.with_borrow_mut(|s| s.to_arm.push((key, generation)));
-        UringTcp {
-            stream,
-            key,
-            generation,
-        }
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
-    pub(crate) fn generation(&self) -> u32 {
-        self.generation
-    }
-}
 
 /// Where a connection's multishot receive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,7 +98,7 @@ pub(crate) struct Staging {
 }
 
 /// What [`Staging::take`] found for a read.
-enum Taken {
+pub(super) enum Taken {
     /// Bytes of the receive buffer being handed over, lent in place.
     Offered(*mut u8, usize),
     /// Parked bytes, to be copied before the staging is let go.
@@ -327,7 +274,7 @@ impl Staging {
 
     /// Reads for connection `key`: the offered bytes, else parked ones, else the end, else
     /// (in the driver's direct pass, `direct_key`) the socket itself.
-    fn take(&mut self, key: u32, generation: u32, max: usize) -> io::Result<Taken> {
+    pub(super) fn take(&mut self, key: u32, generation: u32, max: usize) -> io::Result<Taken> {
         let direct = self.direct_key == key;
         if self.input_key == key && self.input_len > 0 {
             let n = self.input_len.min(max);
@@ -401,6 +348,40 @@ impl Staging {
         }
     }
 
+    /// Takes bytes connection `key` gives to be sent, up to the send cap: how many, or
+    /// `WouldBlock` while a send of its is in flight (its completion flushes the connection
+    /// again, as a writable edge would).
+    pub(super) fn give(&mut self, key: u32, generation: u32, bytes: &[u8]) -> io::Result<usize> {
+        let extra = extra_new(&mut self.extras, &mut self.spare, key);
+        let room = SEND_CAP.saturating_sub(extra.out.len());
+        if extra.in_flight || room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = bytes.len().min(room);
+        extra.out.extend_from_slice(&bytes[..n]);
+        self.held += n;
+        if !extra.staged {
+            extra.staged = true;
+            self.to_send.push((key, generation));
+        }
+        Ok(n)
+    }
+
+    /// Connection `key` is closed: what it held is forgotten, except a send in flight, whose
+    /// bytes live until its completion.
+    pub(super) fn forget(&mut self, key: u32, generation: u32) {
+        let Some(mut extra) = self.extras.get_mut(key as usize).and_then(Option::take) else {
+            return;
+        };
+        self.parked_bytes -= extra.parked.len() - extra.parked_at;
+        self.held -= extra.out.len();
+        if extra.in_flight {
+            let user_data = send_user_data(key, generation);
+            self.orphans
+                .push((user_data, std::mem::take(&mut extra.out)));
+        }
+    }
+
     /// A send of `key` completed with `result`: `Ok(true)` when everything given was sent
     /// and the connection may write again, `Ok(false)` when the rest must be sent, `Err` when
     /// the socket failed (or the send was an orphan's: `None`).
@@ -455,168 +436,4 @@ impl Staging {
             extra.out.len() - extra.sent,
         ))
     }
-}
-
-impl Transport for UringTcp {
-    fn source(&mut self) -> &mut TcpStream {
-        &mut self.stream
-    }
-
-    #[inline]
-    fn read<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b mut [u8]> {
-        let (key, generation, max) = (self.key, self.generation, buf.len());
-        // The receive buffer's bytes are lent; parked ones are copied into `buf`.
-        let got = with_staging(|s| -> io::Result<_> {
-            Ok(match s.take(key, generation, max)? {
-                Taken::Offered(ptr, n) => Got::Lent(ptr, n),
-                Taken::Parked(ptr, n) => {
-                    // SAFETY: `take` returned `n` readable bytes that stay valid while `s` is
-                    // held.
-                    buf[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, n) });
-                    Got::Copied(n)
-                }
-                Taken::End => Got::Copied(0),
-                Taken::Socket => Got::Socket,
-            })
-        })?;
-        match got {
-            // SAFETY: the receive buffer `offer` named is the driver's until this
-            // connection's read returns, and nothing else reads or writes it meanwhile: the
-            // contract of `Transport::read`.
-            Got::Lent(ptr, n) => Ok(unsafe { std::slice::from_raw_parts_mut(ptr, n) }),
-            Got::Copied(n) => Ok(&mut buf[..n]),
-            Got::Socket => {
-                let n = read_socket((&self.stream).read(buf))?;
-                Ok(&mut buf[..n])
-            }
-        }
-    }
-
-    fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let copied = with_staging(|s| -> io::Result<_> {
-            Ok(match s.take(self.key, self.generation, max)? {
-                Taken::Offered(ptr, n) => {
-                    // SAFETY: `take` returned `n` readable bytes that stay valid while `s` is held.
-                    buf.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, n) });
-                    Some(n)
-                }
-                Taken::Parked(ptr, n) => {
-                    // SAFETY: as above.
-                    buf.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, n) });
-                    Some(n)
-                }
-                Taken::End => Some(0),
-                Taken::Socket => None,
-            })
-        })?;
-        match copied {
-            Some(n) => Ok(n),
-            // The end of the stream and errors are left for the ring's receive to report, so
-            // that they reach the connection in one way only.
-            None => read_socket(super::plain::read_spare(self.stream.as_raw_fd(), buf, max)),
-        }
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        with_staging(|s| {
-            let (key, generation) = (self.key, self.generation);
-            let extra = extra_new(&mut s.extras, &mut s.spare, key);
-            let room = SEND_CAP.saturating_sub(extra.out.len());
-            if extra.in_flight || room == 0 {
-                // The completion of the send in flight flushes the connection again, as a
-                // writable edge would.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = bytes.len().min(room);
-            extra.out.extend_from_slice(&bytes[..n]);
-            s.held += n;
-            if !extra.staged {
-                extra.staged = true;
-                s.to_send.push((key, generation));
-            }
-            Ok(n)
-        })
-    }
-
-    fn flush(&mut self) -> io::Result<bool> {
-        // Not flushed while bytes given to the ring are unsent: a finished connection waits
-        // for the completion, as a TLS one waits for its records.
-        with_staging(|s| Ok(s.extra(self.key).is_none_or(|e| e.out.is_empty())))
-    }
-
-    fn close(&mut self) {
-        with_staging(|s| {
-            if let Some(slot) = s.extras.get_mut(self.key as usize) {
-                if let Some(mut extra) = slot.take() {
-                    s.parked_bytes -= extra.parked.len() - extra.parked_at;
-                    s.held -= extra.out.len();
-                    if extra.in_flight {
-                        let user_data = send_user_data(self.key, self.generation);
-                        s.orphans.push((user_data, std::mem::take(&mut extra.out)));
-                    }
-                }
-            }
-        });
-        // Ends the multishot receive (which holds the socket open in the kernel) and any send
-        // in flight; dropping the stream then closes the descriptor.
-        // SAFETY: a plain call on a descriptor this transport owns.
-        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
-    }
-
-    fn transmitter(&self) -> Option<&dyn Transmit> {
-        Some(self)
-    }
-}
-
-/// A large send written at once with `writev`, as on epoll: for a message that large one
-/// system call costs less than the two copies the ring's send needs (into the connection's
-/// output, then into the staging). Small sends still go through the ring, batched per turn.
-impl Transmit for UringTcp {
-    fn transmit(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // Bytes written now must not overtake ones already given to the ring.
-        let queued = with_staging(|s| {
-            s.extra(self.key)
-                .is_some_and(|e| e.in_flight || !e.out.is_empty())
-        });
-        if queued {
-            return Ok(0);
-        }
-        (&self.stream).write_vectored(bufs)
-    }
-}
-
-/// Where [`UringTcp::read`]'s bytes are.
-enum Got {
-    Lent(*mut u8, usize),
-    Copied(usize),
-    Socket,
-}
-
-/// A direct read's outcome: bytes, or `WouldBlock`. The end of the stream and errors are left
-/// for the ring's receive to report, so that they reach the connection in one way only.
-fn read_socket(outcome: io::Result<usize>) -> io::Result<usize> {
-    match outcome {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(io::ErrorKind::WouldBlock.into()),
-    }
-}
-
-/// Kinds of request, in a completion's `user_data`.
-pub(crate) mod op {
-    pub const ACCEPT: u64 = 1;
-    pub const RECV: u64 = 2;
-    pub const SEND: u64 = 3;
-    pub const WAKE: u64 = 4;
-    pub const CANCEL: u64 = 5;
-    pub const HANGUP: u64 = 6;
-}
-
-/// `user_data`: the kind in the top byte, the generation's low 24 bits, the key.
-pub(crate) fn user_data(kind: u64, key: u32, generation: u32) -> u64 {
-    kind << 56 | u64::from(generation & 0xff_ffff) << 32 | u64::from(key)
-}
-
-pub(crate) fn send_user_data(key: u32, generation: u32) -> u64 {
-    user_data(op::SEND, key, generation)
 }
